@@ -1,0 +1,1 @@
+"""Ready terms: numerically stable losses for VAEs, mixture densities and sequences."""
