@@ -1,5 +1,13 @@
-"""lossweave: complex training objectives, first-class in Keras 3."""
+"""lossweave: complex training objectives, first-class in Keras 3.
 
-from lossweave import losses
+>>> import lossweave as lw
+>>> sorted(name for name in lw.__all__ if not name.startswith("_"))
+['Model', 'Objective', 'Term', 'losses', 'schedules']
+"""
 
+from lossweave import losses, schedules
+from lossweave.model import Model
+from lossweave.objective import Objective, Term
+
+__all__ = ["Model", "Objective", "Term", "losses", "schedules"]
 __version__ = "0.1.0"

@@ -1,0 +1,230 @@
+"""`lw.Model`: a functional Keras model whose objective and metrics can read named intermediate tensors.
+
+The functional graph computes the declared outputs and the taps in one forward pass. While Keras's
+train step, test step and symbolic build run, `call` returns `(outputs, taps)` so that
+`compute_loss` and `compute_metrics` see the taps; everywhere else (`model(x)`, `predict`, export)
+it returns the declared outputs only.
+
+>>> import keras, numpy as np
+>>> import lossweave as lw
+>>> inputs = keras.Input((4,))
+>>> hidden = keras.layers.Dense(3, activation="relu")(inputs)
+>>> model = lw.Model(inputs, keras.layers.Dense(1)(hidden), taps={"hidden": hidden})
+>>> model.compile(optimizer="sgd", loss=lw.Objective({
+...     "mse": "mean_squared_error",
+...     "activity": lw.Term(lambda hidden: keras.ops.mean(hidden ** 2), weight=1e-3)}))
+>>> history = model.fit(np.ones((8, 4)), np.ones((8, 1)), epochs=1, verbose=0)
+>>> sorted(history.history)
+['activity', 'loss', 'mse']
+>>> model.predict(np.ones((2, 4)), verbose=0).shape
+(2, 1)
+"""
+
+import contextlib
+
+import keras
+from keras import ops
+from keras.src.backend.common.masking import get_keras_mask
+
+from lossweave.injection import INJECTABLE
+from lossweave.objective import Objective
+
+
+class _Compiled:
+    """What `compile` adds, kept outside Keras's automatic tracking of attributes."""
+
+    def __init__(self, objective=None, metrics=(), config=None):
+        self.objective = objective
+        self.metrics = list(metrics)
+        self.config = config or {}
+
+
+def _is_lw_metric(metric):
+    return hasattr(metric, "update_from_tensors")
+
+
+def _metric_name(metric):
+    if isinstance(metric, str):
+        return metric
+    return getattr(metric, "name", None) or getattr(metric, "__name__", None)
+
+
+def _masks(outputs):
+    if isinstance(outputs, dict):
+        return {key: get_keras_mask(value) for key, value in outputs.items()}
+    if isinstance(outputs, (list, tuple)):
+        return [get_keras_mask(value) for value in outputs]
+    return get_keras_mask(outputs)
+
+
+class _EpochCounter(keras.callbacks.Callback):
+    """Writes the current epoch into the model's epoch variable (read by terms asking for `epoch`)."""
+
+    def __init__(self, variable):
+        super().__init__()
+        self.variable = variable
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.variable.assign(epoch)
+
+
+@keras.saving.register_keras_serializable(package="lossweave")
+class Model(keras.Model):
+    """A functional `keras.Model` with named taps on intermediate tensors.
+
+    Args:
+        inputs, outputs: as for a functional `keras.Model` (outputs may be a tensor, list or dict).
+        taps: `{name: tensor}` intermediate tensors of the same graph that objectives and metrics
+            can ask for by name.
+
+    The model owns a non-trainable `step` counter, advanced once per training step and saved with
+    the model, from which schedules are computed inside the compiled step.
+    """
+
+    def __init__(self, *args, taps=None, **kwargs):
+        inputs = args[0] if args else kwargs.pop("inputs")
+        outputs = args[1] if len(args) > 1 else kwargs.pop("outputs")
+        if kwargs.pop("packed_taps", False):  # from_config: outputs is [outputs, taps]
+            outputs, taps = outputs
+        taps = dict(taps or {})
+        for name in taps:
+            if not isinstance(name, str) or not name.isidentifier() or name in INJECTABLE:
+                raise ValueError(
+                    f"Tap name {name!r} must be an identifier and not one of {INJECTABLE}."
+                )
+        super().__init__(inputs, [outputs, taps], **kwargs)
+        self.output_names = self.output_names[: len(keras.tree.flatten(outputs))]
+        self.tap_names = tuple(taps)
+        self._taps_visible = False
+        self._lw = _Compiled()
+        self.step = self._counter("step")
+        self.epoch = self._counter("epoch")
+
+    def _counter(self, name):
+        return self.add_weight(
+            shape=(), dtype="int32", initializer="zeros", trainable=False, name=name
+        )
+
+    # -- one forward pass, two views of it ------------------------------------------------------
+
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        outputs, taps = super().call(inputs, training=training, mask=mask, **kwargs)
+        return (outputs, taps) if self._taps_visible else outputs
+
+    def compute_output_spec(self, inputs, training=None, mask=None):
+        outputs, taps = super().compute_output_spec(inputs, training=training, mask=mask)
+        return (outputs, taps) if self._taps_visible else outputs
+
+    @contextlib.contextmanager
+    def _showing_taps(self):
+        previous, self._taps_visible = self._taps_visible, True
+        try:
+            yield
+        finally:
+            self._taps_visible = previous
+
+    def train_step(self, *args, **kwargs):
+        with self._showing_taps():
+            return super().train_step(*args, **kwargs)
+
+    def test_step(self, *args, **kwargs):
+        with self._showing_taps():
+            return super().test_step(*args, **kwargs)
+
+    def _symbolic_build(self, *args, **kwargs):
+        with self._showing_taps():
+            return super()._symbolic_build(*args, **kwargs)
+
+    def _split(self, y_pred):
+        return y_pred if self._taps_visible else (y_pred, {})
+
+    # -- compile ----------------------------------------------------------------------------------
+
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
+        """As `keras.Model.compile`; `loss` may be an `lw.Objective`, `metrics` may hold `lw.metric`s."""
+        objective = loss if isinstance(loss, Objective) else None
+        metrics = list(metrics or [])
+        keras_metrics = [m for m in metrics if not _is_lw_metric(m)]
+        lw_metrics = [m for m in metrics if _is_lw_metric(m)]
+        super().compile(
+            optimizer=optimizer,
+            loss=None if objective else loss,
+            metrics=keras_metrics or None,
+            **kwargs,
+        )
+        available = list(INJECTABLE) + list(self.tap_names)
+        for metric in lw_metrics:
+            metric.resolve(available)
+        if objective is not None:
+            reserved = {"loss"} | {_metric_name(m) for m in metrics}
+            objective.build(available, reserved=reserved)
+        self._lw = _Compiled(objective, lw_metrics, config={"loss": loss, "metrics": metrics or None})
+
+    @property
+    def metrics(self):
+        metrics = super().metrics
+        lw = getattr(self, "_lw", None)
+        if lw is None or not self.compiled:
+            return metrics
+        trackers = lw.objective.trackers if lw.objective is not None else []
+        return metrics[:1] + trackers + metrics[1:] + lw.metrics
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config:
+            config.update(keras.saving.serialize_keras_object(self._lw.config))
+        return config
+
+    def compile_from_config(self, config):
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    # -- the objective inside the step ----------------------------------------------------------
+
+    def _step_tensors(self, x, y, outputs, taps, sample_weight):
+        tensors = dict(taps)
+        tensors.update(
+            x=x,
+            y_true=y,
+            y_pred=outputs,
+            sample_weight=sample_weight,
+            mask=_masks(outputs),
+            step=self.step.value,
+            epoch=self.epoch.value,
+        )
+        return tensors
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        outputs, taps = self._split(y_pred)
+        objective = self._lw.objective
+        if objective is None:
+            return super().compute_loss(x, y, outputs, sample_weight, training=training)
+        tensors = self._step_tensors(x, y, outputs, taps, sample_weight)
+        total, values, weights = objective.compute(tensors)
+        batch_size = ops.shape(next(t for t in keras.tree.flatten(x) if t is not None))[0]
+        objective.track(values, weights, batch_size)
+        for extra in self.losses:  # add_loss() and regularizers, as Keras adds them
+            total = total + ops.cast(ops.sum(extra), total.dtype)
+        if training:
+            self.step.assign_add(1)
+        return total
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        outputs, taps = self._split(y_pred)
+        if self._lw.metrics:
+            tensors = self._step_tensors(x, y, outputs, taps, sample_weight)
+            for metric in self._lw.metrics:
+                metric.update_from_tensors(tensors)
+        return super().compute_metrics(x, y, outputs, sample_weight=sample_weight)
+
+    def fit(self, *args, callbacks=None, **kwargs):
+        callbacks = list(callbacks or []) + [_EpochCounter(self.epoch)]
+        return super().fit(*args, callbacks=callbacks, **kwargs)
+
+    # -- saving -----------------------------------------------------------------------------------
+
+    def get_config(self):
+        config = super().get_config()
+        config["packed_taps"] = True
+        return config
