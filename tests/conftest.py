@@ -18,7 +18,7 @@ def _seed():
     keras.utils.set_random_seed(0)
     np.random.seed(0)
     yield
-    keras.backend.clear_session()
+    keras.backend.clear_session(free_memory=False)
 
 
 @pytest.fixture

@@ -143,22 +143,22 @@ class Model(keras.Model):
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
         """As `keras.Model.compile`; `loss` may be an `lw.Objective`, `metrics` may hold `lw.metric`s."""
         objective = loss if isinstance(loss, Objective) else None
-        metrics = list(metrics or [])
-        keras_metrics = [m for m in metrics if not _is_lw_metric(m)]
-        lw_metrics = [m for m in metrics if _is_lw_metric(m)]
+        if isinstance(metrics, dict):  # per-output Keras metrics, as Keras takes them
+            keras_metrics, lw_metrics, names = metrics, [], keras.tree.flatten(metrics)
+        else:
+            names = list(metrics or [])
+            keras_metrics = [m for m in names if not _is_lw_metric(m)] or None
+            lw_metrics = [m for m in names if _is_lw_metric(m)]
         super().compile(
-            optimizer=optimizer,
-            loss=None if objective else loss,
-            metrics=keras_metrics or None,
-            **kwargs,
+            optimizer=optimizer, loss=None if objective else loss, metrics=keras_metrics, **kwargs
         )
         available = list(INJECTABLE) + list(self.tap_names)
         for metric in lw_metrics:
             metric.resolve(available)
         if objective is not None:
-            reserved = {"loss"} | {_metric_name(m) for m in metrics}
+            reserved = {"loss"} | {_metric_name(m) for m in names}
             objective.build(available, reserved=reserved)
-        self._lw = _Compiled(objective, lw_metrics, config={"loss": loss, "metrics": metrics or None})
+        self._lw = _Compiled(objective, lw_metrics, config={"loss": loss, "metrics": metrics})
 
     @property
     def metrics(self):

@@ -2,8 +2,8 @@
 
 A registered or importable named function is saved by name. A lambda is saved as Keras saves a
 `Lambda` layer's function: as bytecode, loadable only with `safe_mode=False`, and run on load with
-the globals of the module that defined it (so `ops.mean` inside it still resolves). A function
-that cannot be found again by name (defined inside another function) fails at save time.
+the globals of the module that defined it (so `ops.mean` inside it still resolves). A named
+function that Keras could not find again by name (not registered) fails at save time.
 
 >>> import keras
 >>> config = serialize_function(keras.losses.mean_squared_error, owner="term 'mse'")
@@ -19,25 +19,27 @@ import keras
 _LAMBDA = "__lambda__"
 
 
-def _how_to_register(fn):
+def _how_to_register(name):
     return (
-        f"Register it with @keras.saving.register_keras_serializable(package=...) on "
-        f"{fn.__name__!r} at module level, and import that module before loading."
+        f"Register it with @keras.saving.register_keras_serializable(package=...) on {name!r} "
+        "at module level, and import that module before loading (or pass it in custom_objects)."
     )
 
 
 def serialize_function(fn, owner):
-    """Config of `fn` for a `.keras` file; fails for a function that could not be found on load."""
-    if isinstance(fn, types.FunctionType) and fn.__name__ != "<lambda>":
-        registered = keras.saving.get_registered_name(fn) != fn.__name__
-        if not registered and "<locals>" in fn.__qualname__:
-            raise ValueError(
-                f"{owner}: function {fn.__qualname__!r} is defined inside another function and "
-                f"cannot be found again when the model is loaded. {_how_to_register(fn)}"
-            )
+    """Config of `fn` for a `.keras` file; fails now for a function Keras could not find on load."""
     config = keras.saving.serialize_keras_object(fn)
     if isinstance(config, dict) and config.get("class_name") == _LAMBDA:
         config["module"] = fn.__module__
+        return config
+    try:
+        keras.saving.deserialize_keras_object(config)
+    except Exception:
+        name = getattr(fn, "__qualname__", repr(fn))
+        raise ValueError(
+            f"{owner}: function {name!r} is not registered with Keras, so a saved model could "
+            f"not find it again. {_how_to_register(name)}"
+        ) from None
     return config
 
 
@@ -49,11 +51,7 @@ def deserialize_function(config, owner):
         raise
     except Exception as e:  # Keras raises TypeError/AttributeError for an unknown name
         name = config.get("config") if isinstance(config, dict) else config
-        raise ValueError(
-            f"{owner}: cannot load function {name!r} ({e}). Register it with "
-            f"@keras.saving.register_keras_serializable(package=...) and import the module "
-            "that defines it before loading, or pass it in custom_objects."
-        ) from None
+        raise ValueError(f"{owner}: cannot load function {name!r} ({e}). {_how_to_register(name)}") from None
     if isinstance(config, dict) and config.get("class_name") == _LAMBDA:
         fn = _with_module_globals(fn, config.get("module"))
     return fn

@@ -1,0 +1,213 @@
+"""Draw stroke-3 sketches: SVG text, PNG images, and tables of sketches (grids, pairs, strips).
+
+Each sketch is fitted, centred, into a square with a 10% margin; y grows downward, as in the data.
+PNG goes through matplotlib's object-oriented API (``matplotlib.figure.Figure``, rendered by Agg),
+so pyplot and the global backend are never touched. Every file is written atomically: to a
+temporary file in the same folder, then moved over the target with ``os.replace``.
+"""
+
+import io
+import os
+import tempfile
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import numpy as np
+
+from sketch_rnn.data import strokes_to_lines
+
+MARGIN = 0.1
+TITLE_HEIGHT = 0.15  # of a cell, above the sketch, when a table has titles
+
+
+def _fit_box(lines):
+    """``(x0, y0, side)``: the square, centred on the sketch, that holds it with a margin."""
+    if not lines:
+        return 0.0, 0.0, 1.0
+    points = np.concatenate(lines)
+    low, high = points.min(axis=0), points.max(axis=0)
+    extent = float((high - low).max())
+    side = extent * (1 + 2 * MARGIN) if extent > 0 else 1.0
+    x0, y0 = (low + high) / 2 - side / 2
+    return float(x0), float(y0), side
+
+
+def _write_atomic(path, data):
+    """Write ``data`` (bytes) to ``path`` through a temporary file and ``os.replace``."""
+    path = Path(path)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+    return path
+
+
+# --- SVG ---------------------------------------------------------------------------------------
+
+
+def _svg_sketch(strokes, size, stroke_width, attributes):
+    """An ``<svg>`` element of ``size`` pixels drawing one sketch, one polyline per stroke."""
+    lines = strokes_to_lines(strokes)
+    x0, y0, side = _fit_box(lines)
+    polylines = "".join(
+        '<polyline points="' + " ".join(f"{x:g},{y:g}" for x, y in line) + '"/>\n' for line in lines
+    )
+    return (
+        f'<svg {attributes}width="{size:g}" height="{size:g}" viewBox="{x0:g} {y0:g} {side:g} {side:g}">\n'
+        f'<g fill="none" stroke="black" stroke-width="{stroke_width * side / size:g}" '
+        'stroke-linecap="round" stroke-linejoin="round">\n'
+        f"{polylines}</g>\n</svg>\n"
+    )
+
+
+def to_svg(strokes, path=None, size=256, stroke_width=2.0):
+    """SVG text of one sketch, ``size`` pixels square, strokes ``stroke_width`` pixels wide.
+
+    Written to ``path`` too when one is given.
+
+    >>> print(to_svg(np.array([[0, 0, 0], [10, 0, 0], [0, 10, 1]]), size=64), end="")
+    <svg xmlns="http://www.w3.org/2000/svg" width="64" height="64" viewBox="-1 -1 12 12">
+    <g fill="none" stroke="black" stroke-width="0.375" stroke-linecap="round" stroke-linejoin="round">
+    <polyline points="0,0 10,0 10,10"/>
+    </g>
+    </svg>
+    """
+    text = _svg_sketch(strokes, size, stroke_width, 'xmlns="http://www.w3.org/2000/svg" ')
+    if path is not None:
+        _write_atomic(path, text.encode())
+    return text
+
+
+def _svg_table(rows, titles, cell_size):
+    """SVG text of a table of sketches: one nested ``<svg>`` per cell, titles above them."""
+    title_height = TITLE_HEIGHT * cell_size if titles else 0
+    row_height = cell_size + title_height
+    width, height = max(map(len, rows)) * cell_size, len(rows) * row_height
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:g}" height="{height:g}" '
+        f'viewBox="0 0 {width:g} {height:g}">\n<rect width="100%" height="100%" fill="white"/>\n'
+    ]
+    for r, row in enumerate(rows):
+        for c, strokes in enumerate(row):
+            x, y = c * cell_size, r * row_height
+            if titles:
+                parts.append(
+                    f'<text x="{x + cell_size / 2:g}" y="{y + 0.75 * title_height:g}" '
+                    f'font-size="{0.6 * title_height:g}" font-family="sans-serif" '
+                    f'text-anchor="middle">{escape(str(titles[r][c]))}</text>\n'
+                )
+            parts.append(_svg_sketch(strokes, cell_size, 2.0, f'x="{x:g}" y="{y + title_height:g}" '))
+    parts.append("</svg>\n")
+    return "".join(parts)
+
+
+# --- PNG ---------------------------------------------------------------------------------------
+
+
+def _png_table(rows, titles, cell_size, stroke_width=2.0):
+    """PNG bytes of a table of sketches, ``cell_size`` pixels a cell (plus titles above)."""
+    from matplotlib.figure import Figure
+
+    title_height = TITLE_HEIGHT if titles else 0
+    nrows, ncols = len(rows), max(map(len, rows))
+    # One inch a cell at dpi = cell_size makes the pixel size exact.
+    figure = Figure(figsize=(ncols, nrows * (1 + title_height)), dpi=cell_size, facecolor="white")
+    for r, row in enumerate(rows):
+        for c, strokes in enumerate(row):
+            rect = [c / ncols, 1 - (r + 1) / nrows, 1 / ncols, 1 / (1 + title_height) / nrows]
+            axes = figure.add_axes(rect)
+            axes.set_axis_off()
+            lines = strokes_to_lines(strokes)
+            x0, y0, side = _fit_box(lines)
+            axes.set_xlim(x0, x0 + side)
+            axes.set_ylim(y0 + side, y0)
+            for line in lines:
+                axes.plot(*line.T, color="black", linewidth=stroke_width * 72 / cell_size,
+                          solid_capstyle="round", solid_joinstyle="round")
+            if titles:
+                axes.set_title(str(titles[r][c]), fontsize=6.5, pad=2)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=cell_size, facecolor="white")
+    return buffer.getvalue()
+
+
+def to_png(strokes, path, size=256, stroke_width=2.0):
+    """Write one sketch as a ``size`` x ``size`` PNG to ``path``; returns the path.
+
+    >>> import tempfile
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> to_png(np.array([[0, 0, 0], [10, 0, 0], [0, 10, 1]]), Path(folder.name) / "l.png", size=32).name
+    'l.png'
+    >>> folder.cleanup()
+    """
+    return _write_atomic(path, _png_table([[strokes]], None, size, stroke_width))
+
+
+# --- tables ------------------------------------------------------------------------------------
+
+
+def _write_table(rows, path, titles=None, cell_size=128):
+    """Write a table of sketches to ``path`` as PNG or SVG, chosen by its extension."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".png":
+        return _write_atomic(path, _png_table(rows, titles, cell_size))
+    if suffix == ".svg":
+        return _write_atomic(path, _svg_table(rows, titles, cell_size).encode())
+    raise ValueError(f"{path}: cannot tell the image format; use a .png or .svg file name")
+
+
+def grid(sketches, path, ncols=8, titles=None, cell_size=128):
+    """Write ``sketches`` in rows of ``ncols`` to a ``.png`` or ``.svg`` file; returns the path.
+
+    ``titles``, one per sketch, are written above the sketches.
+
+    >>> import tempfile
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> sketch = np.array([[0, 0, 0], [10, 0, 0], [0, 10, 1]])
+    >>> grid([sketch] * 3, Path(folder.name) / "g.svg", ncols=2, titles=["a", "b", "c"]).name
+    'g.svg'
+    >>> folder.cleanup()
+    """
+    if not sketches:
+        raise ValueError("grid needs at least one sketch")
+    if titles is not None and len(titles) != len(sketches):
+        raise ValueError(f"{len(titles)} titles for {len(sketches)} sketches")
+    def rows(items):
+        return [list(items[i : i + ncols]) for i in range(0, len(items), ncols)]
+
+    return _write_table(rows(sketches), path, None if titles is None else rows(titles), cell_size)
+
+
+def pairs(originals, reconstructions, path, cell_size=128):
+    """Write originals (top row) above their reconstructions (bottom row); returns the path.
+
+    >>> import tempfile
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> sketch = np.array([[0, 0, 0], [10, 0, 0], [0, 10, 1]])
+    >>> pairs([sketch] * 2, [sketch] * 2, Path(folder.name) / "p.png").name
+    'p.png'
+    >>> folder.cleanup()
+    """
+    if not originals or len(originals) != len(reconstructions):
+        raise ValueError(f"{len(originals)} originals for {len(reconstructions)} reconstructions")
+    return _write_table([list(originals), list(reconstructions)], path, None, cell_size)
+
+
+def strip(sketches, path, cell_size=128):
+    """Write ``sketches`` in one row (an interpolation, say); returns the path.
+
+    >>> import tempfile
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> sketch = np.array([[0, 0, 0], [10, 0, 0], [0, 10, 1]])
+    >>> strip([sketch] * 4, Path(folder.name) / "s.png").name
+    's.png'
+    >>> folder.cleanup()
+    """
+    if not sketches:
+        raise ValueError("strip needs at least one sketch")
+    return _write_table([list(sketches)], path, None, cell_size)
