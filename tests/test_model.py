@@ -269,3 +269,38 @@ def test_tensorboard_gets_every_term(tmp_path):
         for event in tf.compat.v1.train.summary_iterator(str(event_file)):
             tags.update(value.tag for value in event.summary.value)
     assert {"epoch_loss", "epoch_mse", "epoch_activity", "epoch_activity_weight"} <= tags
+
+
+def nan_at_step_5(y_pred, step):
+    bad = ops.where(ops.equal(step, 5), float("nan"), 0.0)
+    return ops.mean(y_pred) * 0.0 + bad
+
+
+def test_nan_term_stops_training_naming_term_and_step(tmp_path):
+    model = penalty_model()
+    model.compile(optimizer="sgd", loss=lw.Objective({"mse": "mse", "fragile": nan_at_step_5}))
+    x, y = data()
+    checkpoint = keras.callbacks.ModelCheckpoint(str(tmp_path / "ckpt_{epoch}.weights.h5"),
+                                                 save_weights_only=True, save_freq=1)
+    with pytest.raises(lw.NonFiniteTermError, match=r"training step 5: term 'fragile' is NaN"):
+        model.fit(x, y, batch_size=16, epochs=10, verbose=0, callbacks=[checkpoint])
+    saved = sorted(int(p.name.split("_")[1].split(".")[0]) for p in tmp_path.glob("ckpt_*"))
+    assert saved == [1, 2, 3, 4, 5]  # epochs 1..5 are steps 0..4; nothing after the NaN
+
+
+def test_nan_check_can_be_disabled():
+    model = penalty_model()
+    model.compile(optimizer="sgd", check_finite=False,
+                  loss=lw.Objective({"mse": "mse", "fragile": nan_at_step_5}))
+    x, y = data()
+    history = model.fit(x, y, batch_size=16, epochs=7, verbose=0).history
+    assert np.isnan(history["fragile"][5]) and np.isfinite(history["fragile"][4])
+
+
+def test_nan_guard_without_other_callbacks():
+    # No synchronous callback: on JAX Keras dispatches batch callbacks asynchronously.
+    model = penalty_model()
+    model.compile(optimizer="sgd", loss=lw.Objective({"mse": "mse", "fragile": nan_at_step_5}))
+    x, y = data()
+    with pytest.raises(lw.NonFiniteTermError, match=r"training step 5: term 'fragile' is NaN"):
+        model.fit(x, y, batch_size=4, epochs=3, verbose=0)  # 4 steps an epoch: step 5 in epoch 2

@@ -2,12 +2,13 @@
 
 >>> import lossweave as lw
 >>> sorted(name for name in lw.__all__ if not name.startswith("_"))
-['Model', 'Objective', 'Term', 'losses', 'schedules']
+['Model', 'NonFiniteTermError', 'Objective', 'Term', 'losses', 'schedules']
 """
 
 from lossweave import losses, schedules
+from lossweave.guard import NonFiniteTermError
 from lossweave.model import Model
 from lossweave.objective import Objective, Term
 
-__all__ = ["Model", "Objective", "Term", "losses", "schedules"]
+__all__ = ["Model", "NonFiniteTermError", "Objective", "Term", "losses", "schedules"]
 __version__ = "0.1.0"

@@ -38,6 +38,14 @@ def _float(x):
     return ops.cast(x, "float32")
 
 
+def _as_tensor(x):
+    """A tensor; floating point data (numpy's float64 included) as float32."""
+    if x is None:
+        return None
+    x = ops.convert_to_tensor(x)
+    return _float(x) if keras.backend.is_float_dtype(keras.backend.standardize_dtype(x.dtype)) else x
+
+
 def _rank(x):
     return len(x.shape)
 
@@ -393,8 +401,7 @@ class InjectedMetric(_Arithmetic, keras.metrics.Metric):
                     "sample_weight; use lw.Model for x, mask, step, epoch and taps."
                 ) from None
         tensors = {"y_true": y_true, "y_pred": y_pred, "sample_weight": sample_weight}
-        tensors = {k: None if v is None else ops.convert_to_tensor(v) for k, v in tensors.items()}
-        self.update_from_tensors(tensors)
+        self.update_from_tensors({k: _as_tensor(v) for k, v in tensors.items()})
 
     def reset_state(self):
         for state, variable in self._state.items():

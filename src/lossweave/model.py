@@ -26,6 +26,7 @@ import keras
 from keras import ops
 from keras.src.backend.common.masking import get_keras_mask
 
+from lossweave.guard import NonFiniteGuard
 from lossweave.injection import INJECTABLE
 from lossweave.objective import Objective
 
@@ -33,9 +34,10 @@ from lossweave.objective import Objective
 class _Compiled:
     """What `compile` adds, kept outside Keras's automatic tracking of attributes."""
 
-    def __init__(self, objective=None, metrics=(), config=None):
+    def __init__(self, objective=None, metrics=(), check_finite=True, config=None):
         self.objective = objective
         self.metrics = list(metrics)
+        self.check_finite = check_finite
         self.config = config or {}
 
 
@@ -140,8 +142,12 @@ class Model(keras.Model):
 
     # -- compile ----------------------------------------------------------------------------------
 
-    def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
-        """As `keras.Model.compile`; `loss` may be an `lw.Objective`, `metrics` may hold `lw.metric`s."""
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, check_finite=True, **kwargs):
+        """As `keras.Model.compile`; `loss` may be an `lw.Objective`, `metrics` may hold `lw.metric`s.
+
+        With `check_finite` (the default), `fit` stops at the first step where a term of the
+        objective is NaN or infinite, with an error naming the term(s) and the step.
+        """
         objective = loss if isinstance(loss, Objective) else None
         if isinstance(metrics, dict):  # per-output Keras metrics, as Keras takes them
             keras_metrics, lw_metrics, names = metrics, [], keras.tree.flatten(metrics)
@@ -158,7 +164,8 @@ class Model(keras.Model):
         if objective is not None:
             reserved = {"loss"} | {_metric_name(m) for m in names}
             objective.build(available, reserved=reserved)
-        self._lw = _Compiled(objective, lw_metrics, config={"loss": loss, "metrics": metrics})
+        config = {"loss": loss, "metrics": metrics, "check_finite": check_finite}
+        self._lw = _Compiled(objective, lw_metrics, check_finite, config)
 
     @property
     def metrics(self):
@@ -219,7 +226,10 @@ class Model(keras.Model):
         return super().compute_metrics(x, y, outputs, sample_weight=sample_weight)
 
     def fit(self, *args, callbacks=None, **kwargs):
-        callbacks = list(callbacks or []) + [_EpochCounter(self.epoch)]
+        guards = []
+        if self._lw.objective is not None and self._lw.check_finite:
+            guards.append(NonFiniteGuard(self._lw.objective.terms))
+        callbacks = guards + list(callbacks or []) + [_EpochCounter(self.epoch)]
         return super().fit(*args, callbacks=callbacks, **kwargs)
 
     # -- saving -----------------------------------------------------------------------------------

@@ -1,0 +1,204 @@
+"""sketch-rnn's model (Ha & Eck 2017): bi-LSTM encoder, latent z, LSTM decoder, mixture density head.
+
+One ``lw.Model`` takes a batch ``x`` of shape ``(B, max_seq_len + 1, 5)`` (see ``sketch_rnn.data``)
+and returns the decoder head's raw output ``(B, max_seq_len, 6 * M + 3)``, laid out as
+``lw.losses.split_mdn_params`` reads it. The conditional (VAE) variant:
+
+- the encoder, a bidirectional LSTM, reads the sketch ``x[:, 1:]``, masked to its length as the
+  reference's ``sequence_length`` does; the final forward and backward ``h`` are concatenated;
+- Dense layers ``z_mean`` and ``z_log_var`` (the model's taps) parametrise ``q(z | x)``, and
+  ``z = z_mean + exp(z_log_var / 2) * eps`` while training (the mean otherwise: see ``Sampling``);
+- the decoder LSTM starts from ``(h, c) = split(tanh(Dense(z)))`` and reads, at each step, the
+  previous stroke-5 point ``x[:, :-1]`` concatenated with ``z``;
+- a Dense head gives ``6 * M + 3`` values a step.
+
+The unconditional variant is the decoder alone, from a zero state, with no z and no KL term.
+The objective (``objective``) logs ``offset`` and ``pen`` (their sum is the paper's reconstruction
+loss ``L_R``), and ``kl`` with its annealed weight ``kl_weight``.
+
+>>> from sketch_rnn import presets
+>>> model = build_model(presets.get("tiny"))
+>>> model.output_shape, model.tap_names
+((None, 12, 21), ('z_mean', 'z_log_var'))
+"""
+
+import dataclasses
+
+import keras
+from keras import ops
+
+import lossweave as lw
+
+#: The recurrent layer of the encoder and the decoder: one place to switch implementations.
+LSTM = keras.layers.LSTM
+
+
+@dataclasses.dataclass(frozen=True)
+class HParams:
+    """Hyperparameters, with the defaults of the paper and the reference implementation.
+
+    The learning rate decays from ``learning_rate`` towards ``min_learning_rate`` by ``decay_rate``
+    a step; the KL weight rises from ``kl_weight_start`` towards ``kl_weight`` by
+    ``kl_decay_rate`` a step; the KL term is floored at ``kl_tolerance`` (nats per latent
+    dimension). Gradients are clipped elementwise to ``[-grad_clip, grad_clip]``.
+    ``recurrent_dropout`` is the drop probability (the reference's keep probability 0.9).
+    ``augment`` stretches and thins training sketches as the reference does. Training runs
+    ``num_steps`` steps in epochs of ``steps_per_epoch`` (a validation pass after each).
+
+    >>> HParams().dec_rnn_size, HParams(z_size=8).z_size
+    (512, 8)
+    """
+
+    enc_rnn_size: int = 256
+    dec_rnn_size: int = 512
+    z_size: int = 128
+    num_mixture: int = 20
+    conditional: bool = True
+    batch_size: int = 100
+    max_seq_len: int = 250
+    grad_clip: float = 1.0
+    learning_rate: float = 1e-3
+    decay_rate: float = 0.9999
+    min_learning_rate: float = 1e-5
+    recurrent_dropout: float = 0.1
+    kl_weight: float = 0.5
+    kl_weight_start: float = 0.01
+    kl_decay_rate: float = 0.99995
+    kl_tolerance: float = 0.2
+    augment: bool = True
+    num_steps: int = 10_000_000
+    steps_per_epoch: int = 500
+
+
+@keras.saving.register_keras_serializable(package="sketch_rnn")
+class Sampling(keras.layers.Layer):
+    """The reparameterised latent code: ``z = z_mean + exp(z_log_var / 2) * eps``, ``eps ~ N(0, I)``.
+
+    While training it samples; otherwise it returns ``z_mean`` (as Keras's noise layers switch off
+    at inference), so ``predict`` is deterministic and validation losses decode the posterior mean.
+
+    >>> import numpy as np
+    >>> mean, log_var = np.ones((2, 3), "float32"), np.zeros((2, 3), "float32")
+    >>> layer = Sampling(seed=0)
+    >>> keras.ops.convert_to_numpy(layer([mean, log_var])).tolist()
+    [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
+    >>> keras.ops.convert_to_numpy(layer([mean, log_var], training=True)).std() > 0
+    True
+    """
+
+    def __init__(self, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=False):
+        z_mean, z_log_var = inputs
+        if not training:
+            return z_mean
+        eps = keras.random.normal(ops.shape(z_mean), seed=self.seed_generator)
+        return z_mean + ops.exp(0.5 * z_log_var) * eps
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="sketch_rnn")
+class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
+    """The reference's learning rate: ``lr = (initial - minimum) * decay ** step + minimum``.
+
+    A Keras schedule around ``lw.schedules.exponential_approach(initial, minimum, decay)``.
+
+    >>> round(float(LearningRate(1e-3, 1e-5, 0.9999)(10_000)), 6)
+    0.000374
+    """
+
+    def __init__(self, initial, minimum, decay):
+        self.initial, self.minimum, self.decay = float(initial), float(minimum), float(decay)
+        self.schedule = lw.schedules.exponential_approach(self.initial, self.minimum, decay=self.decay)
+
+    def __call__(self, step):
+        return self.schedule(step)
+
+    def get_config(self):
+        return {"initial": self.initial, "minimum": self.minimum, "decay": self.decay}
+
+
+def kl_weight(hps):
+    """The KL weight's schedule: ``w = kl_weight - (kl_weight - kl_weight_start) * kl_decay_rate ** step``.
+
+    >>> round(float(kl_weight(HParams())(0)), 4), round(float(kl_weight(HParams())(100_000)), 4)
+    (0.01, 0.4967)
+    """
+    return lw.schedules.exponential_approach(hps.kl_weight_start, hps.kl_weight, decay=hps.kl_decay_rate)
+
+
+def objective(hps):
+    """The training objective: ``offset + pen + kl_weight(step) * max(kl, kl_tolerance)``.
+
+    >>> sorted(objective(HParams()).terms), sorted(objective(HParams(conditional=False)).terms)
+    (['kl', 'offset', 'pen'], ['offset', 'pen'])
+    """
+    mdn = lw.losses.bivariate_mdn_nll
+    terms = {
+        "offset": lw.Term(mdn, num_mixture=hps.num_mixture, part="offset"),
+        "pen": lw.Term(mdn, num_mixture=hps.num_mixture, part="pen"),
+    }
+    if hps.conditional:
+        terms["kl"] = lw.Term(lw.losses.gaussian_kl, free_bits=hps.kl_tolerance, weight=kl_weight(hps))
+    return lw.Objective(terms)
+
+
+def optimizer(hps):
+    """Adam with the decaying learning rate and gradients clipped by value, as the reference.
+
+    >>> float(optimizer(HParams()).clipvalue)
+    1.0
+    """
+    rate = LearningRate(hps.learning_rate, hps.min_learning_rate, hps.decay_rate)
+    return keras.optimizers.Adam(learning_rate=rate, clipvalue=hps.grad_clip)
+
+
+def build_model(hps, compile=True):
+    """The sketch-rnn ``lw.Model`` for ``hps``, compiled with ``objective`` and ``optimizer`` unless told not to.
+
+    Layers are named for ``sketch_rnn.sampling``: ``encoder``, ``z_mean``, ``z_log_var``, ``z``,
+    ``init_state``, ``decoder`` and ``mdn_head``.
+
+    >>> from sketch_rnn import presets
+    >>> model = build_model(dataclasses.replace(presets.get("tiny"), conditional=False))
+    >>> model.tap_names, model.compiled
+    ((), True)
+    """
+    strokes = keras.Input((hps.max_seq_len + 1, 5), name="strokes")
+    decoder_inputs, initial_state, taps = strokes[:, :-1], None, {}
+    if hps.conditional:
+        sketch = strokes[:, 1:]
+        encoder = keras.layers.Bidirectional(
+            LSTM(hps.enc_rnn_size, recurrent_dropout=hps.recurrent_dropout), name="encoder"
+        )
+        encoded = encoder(sketch, mask=ops.not_equal(sketch[..., 4], 1.0))
+        z_mean = keras.layers.Dense(hps.z_size, name="z_mean")(encoded)
+        z_log_var = keras.layers.Dense(hps.z_size, name="z_log_var")(encoded)
+        z = Sampling(name="z")([z_mean, z_log_var])
+        state = keras.layers.Dense(
+            2 * hps.dec_rnn_size,
+            activation="tanh",
+            kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
+            name="init_state",
+        )(z)
+        initial_state = ops.split(state, 2, axis=-1)
+        repeated = keras.layers.RepeatVector(hps.max_seq_len)(z)
+        decoder_inputs = ops.concatenate([decoder_inputs, repeated], axis=-1)
+        taps = {"z_mean": z_mean, "z_log_var": z_log_var}
+    decoder = LSTM(
+        hps.dec_rnn_size, return_sequences=True, recurrent_dropout=hps.recurrent_dropout, name="decoder"
+    )
+    decoded = decoder(decoder_inputs, initial_state=initial_state)
+    head = keras.layers.Dense(6 * hps.num_mixture + 3, name="mdn_head")(decoded)
+    model = lw.Model(strokes, head, taps=taps, name="sketch_rnn")
+    if compile:
+        model.compile(optimizer=optimizer(hps), loss=objective(hps))
+    return model

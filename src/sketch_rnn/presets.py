@@ -1,0 +1,59 @@
+"""Named hyperparameter sets: ``paper``, ``small``, ``demo`` (a CPU demo) and ``tiny`` (tests).
+
+>>> sorted(PRESETS)
+['demo', 'paper', 'small', 'tiny']
+>>> get("small").dec_rnn_size
+256
+"""
+
+from sketch_rnn.model import HParams
+
+PRESETS = {
+    # Ha & Eck (2017) and the reference implementation.
+    "paper": HParams(),
+    # The issue's small sizes.
+    "small": HParams(enc_rnn_size=128, dec_rnn_size=256, z_size=32),
+    # Trains in a few minutes on 2 CPU cores on the synthetic set.
+    "demo": HParams(
+        enc_rnn_size=128,
+        dec_rnn_size=256,
+        z_size=32,
+        num_mixture=10,
+        batch_size=100,
+        max_seq_len=40,
+        recurrent_dropout=0.0,
+        kl_weight=0.5,
+        kl_weight_start=0.01,
+        kl_decay_rate=0.999,
+        augment=False,
+        num_steps=1000,
+        steps_per_epoch=100,
+    ),
+    # Seconds, for tests.
+    "tiny": HParams(
+        enc_rnn_size=8,
+        dec_rnn_size=16,
+        z_size=4,
+        num_mixture=3,
+        batch_size=8,
+        max_seq_len=12,
+        recurrent_dropout=0.0,
+        augment=False,
+        num_steps=4,
+        steps_per_epoch=2,
+    ),
+}
+
+
+def get(name):
+    """The preset called ``name``; a ``ValueError`` lists the presets for an unknown one.
+
+    >>> get("huge")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown preset 'huge'; presets: paper, small, demo, tiny
+    """
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}") from None
