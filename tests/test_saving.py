@@ -207,6 +207,7 @@ def test_ready_terms_round_trip_by_name():
         assert _round_trip(lw.Term(fn)).fn is fn
 
 
+@pytest.mark.filterwarnings("ignore:The object being serialized includes a `lambda`")
 def test_metrics_round_trip():
     tp = metric(true_positive, name="tp", aggregation="sum")
     pp = metric(predicted_positive, name="pp", aggregation="sum")

@@ -1,0 +1,207 @@
+"""Drawing with a trained sketch-rnn: sample, encode, reconstruct, interpolate.
+
+Decoding runs the trained decoder one step at a time: the ``decoder`` layer's LSTM cell with its
+state, the ``mdn_head`` Dense, and (conditional models) the ``init_state`` Dense on ``z``, for a
+batch of sketches at once. Each step draws the next point with NumPy from an explicitly seeded
+generator, with a temperature ``tau`` as in the paper (section 3.3):
+
+- mixture weights and pen states: ``softmax(logits / tau)``;
+- the chosen Gaussian's variances: ``sigma^2 * tau`` (the correlation is unchanged).
+
+(The reference code's ``sample_gaussian_2d(..., np.sqrt(temp))`` multiplies sigma by ``tau``, a
+variance of ``sigma^2 * tau^2``; this module follows the paper's formula.) A sketch ends at its first
+end-of-sketch (``p3``) point, or after ``max_seq_len`` points. Sketches come back as stroke-3
+float32 arrays in data units (offsets multiplied by the data's ``scale``), ending with pen-up.
+
+Sketches given to ``encode``, ``reconstruct`` and ``interpolate`` are stroke-3 in data units
+too: they are divided by ``scale`` before encoding. A sketch is encoded to the mean of ``q(z|x)``
+(``z_mean``), so reconstructions and interpolations are deterministic given the seed; the
+reference samples ``z`` from ``q(z|x)`` instead.
+
+>>> import numpy as np
+>>> from sketch_rnn import presets
+>>> from sketch_rnn.model import build_model
+>>> model = build_model(presets.get("tiny"))
+>>> sketches = sample(model, n=3, temperature=0.5, seed=0)
+>>> len(sketches), all(s[-1, 2] == 1 and np.isfinite(s).all() for s in sketches)
+(3, True)
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+import lossweave as lw
+from sketch_rnn import data
+
+
+def _is_conditional(model):
+    return "z_mean" in model.tap_names
+
+
+def _check_conditional(model, what):
+    if not _is_conditional(model):
+        raise ValueError(f"{what} needs a conditional model (with an encoder); this one is unconditional")
+
+
+def _max_len(model):
+    return model.inputs[0].shape[1] - 1
+
+
+def _softmax(logits, axis=-1):
+    logits = logits - logits.max(axis=axis, keepdims=True)
+    e = np.exp(logits)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _categorical(probs, rng):
+    """One index per row of ``probs`` ``(n, k)``, drawn by inverting the cumulative distribution."""
+    below = np.cumsum(probs, axis=1) < rng.random((len(probs), 1))
+    return np.minimum(below.sum(axis=1), probs.shape[1] - 1)
+
+
+def _draw_points(params, temperature, rng):
+    """Stroke-5 rows ``(n, 5)`` drawn from one step's mixture parameters (NumPy arrays)."""
+    n = len(params["pen_logits"])
+    k = _categorical(_softmax(params["pi_logits"] / temperature), rng)[:, None]
+    mu_x, mu_y, log_sigma_x, log_sigma_y, rho = (
+        np.take_along_axis(params[name], k, axis=1)[:, 0]
+        for name in ("mu_x", "mu_y", "log_sigma_x", "log_sigma_y", "rho")
+    )
+    spread = np.sqrt(temperature)
+    n1, n2 = rng.standard_normal((2, n))
+    rows = np.zeros((n, 5), dtype=np.float32)
+    rows[:, 0] = mu_x + np.exp(log_sigma_x) * spread * n1
+    rows[:, 1] = mu_y + np.exp(log_sigma_y) * spread * (rho * n1 + np.sqrt(1 - rho**2) * n2)
+    pen = _categorical(_softmax(params["pen_logits"] / temperature), rng)
+    rows[np.arange(n), 2 + pen] = 1
+    return rows
+
+
+def _to_sketch(stroke5, scale):
+    """Stroke-5 rows -> stroke-3 in data units; a sketch ended at once is one pen-up point."""
+    strokes = data.to_stroke3(stroke5)
+    if not len(strokes):
+        strokes = np.array([[0, 0, 1]], dtype=np.float32)
+    strokes[:, :2] *= scale
+    return strokes
+
+
+def decode(model, z=None, n=None, temperature=1.0, seed=0, scale=1.0):
+    """Draw sketches from the decoder: one per row of ``z`` (conditional models) or ``n`` (unconditional).
+
+    ``seed`` (an int or a ``numpy.random.Generator``) drives the mixture and pen sampling.
+    Returns a list of stroke-3 float32 arrays ending with pen-up, offsets multiplied by ``scale``.
+
+    >>> from sketch_rnn import presets
+    >>> from sketch_rnn.model import build_model
+    >>> model = build_model(presets.get("tiny"))
+    >>> [s.shape[1] for s in decode(model, z=np.zeros((2, 4), "float32"), seed=1)]
+    [3, 3]
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    rng = np.random.default_rng(seed)
+    cell = model.get_layer("decoder").cell
+    head = model.get_layer("mdn_head")
+    num_mixture = (head.units - 3) // 6
+    if _is_conditional(model):
+        if z is None:
+            raise ValueError("a conditional model decodes latent codes: pass z")
+        z = np.asarray(z, dtype=np.float32)
+        n = len(z)
+        state = ops.split(model.get_layer("init_state")(z), 2, axis=-1)
+    else:
+        if n is None:
+            raise ValueError("an unconditional model decodes from its zero state: pass n")
+        state = [ops.zeros((n, cell.units))] * 2
+    max_len = _max_len(model)
+    points = np.zeros((n, max_len, 5), dtype=np.float32)
+    previous = np.tile(data.START_TOKEN, (n, 1))
+    for t in range(max_len):
+        inputs = np.concatenate([previous, z], axis=1) if z is not None else previous
+        output, state = cell(inputs, state)
+        params = lw.losses.split_mdn_params(head(output), num_mixture)
+        previous = _draw_points({k: ops.convert_to_numpy(v) for k, v in params.items()}, temperature, rng)
+        points[:, t] = previous
+        if points[:, : t + 1, 4].any(axis=1).all():
+            break
+    return [_to_sketch(p, scale) for p in points]
+
+
+def sample(model, n, temperature=1.0, seed=0, scale=1.0):
+    """``n`` new sketches: conditional models decode ``z ~ N(0, I)``, unconditional ones their zero state.
+
+    >>> from sketch_rnn import presets
+    >>> from sketch_rnn.model import build_model
+    >>> len(sample(build_model(presets.get("tiny")), n=2, seed=0))
+    2
+    """
+    rng = np.random.default_rng(seed)
+    if not _is_conditional(model):
+        return decode(model, n=n, temperature=temperature, seed=rng, scale=scale)
+    z = rng.standard_normal((n, model.get_layer("z_mean").units)).astype(np.float32)
+    return decode(model, z=z, temperature=temperature, seed=rng, scale=scale)
+
+
+def encode(model, sketches, scale=1.0):
+    """Latent codes ``(n, z_size)`` of stroke-3 ``sketches``: the means of ``q(z | x)``.
+
+    >>> from sketch_rnn import presets
+    >>> from sketch_rnn.model import build_model
+    >>> encode(build_model(presets.get("tiny")), [np.array([[1, 2, 0], [3, 4, 1]])]).shape
+    (1, 4)
+    """
+    _check_conditional(model, "encode")
+    x, _ = data.arrays(data.normalize(sketches, scale), _max_len(model))
+    encoder = keras.Model(model.inputs[0], model.get_layer("z_mean").output)
+    return ops.convert_to_numpy(encoder(x))
+
+
+def reconstruct(model, sketches, temperature=1.0, seed=0, scale=1.0):
+    """Encode stroke-3 ``sketches`` (to ``z_mean``) and decode them again.
+
+    >>> from sketch_rnn import presets
+    >>> from sketch_rnn.model import build_model
+    >>> len(reconstruct(build_model(presets.get("tiny")), [np.array([[1, 2, 1]])] * 2))
+    2
+    """
+    z = encode(model, sketches, scale=scale)
+    return decode(model, z=z, temperature=temperature, seed=seed, scale=scale)
+
+
+def slerp(z0, z1, t):
+    """Spherical interpolation between codes ``z0`` and ``z1`` at ``t`` (a float or an array of them).
+
+    ``slerp = sin((1 - t) w) / sin(w) * z0 + sin(t w) / sin(w) * z1``, ``w`` the angle between them
+    (linear interpolation when they are parallel). Between codes of equal norm, the norm stays.
+
+    >>> z = slerp(np.array([1.0, 0.0]), np.array([0.0, 1.0]), [0.0, 0.5, 1.0])
+    >>> z.round(4).tolist(), np.linalg.norm(z, axis=1).round(4).tolist()
+    ([[1.0, 0.0], [0.7071, 0.7071], [0.0, 1.0]], [1.0, 1.0, 1.0])
+    """
+    z0, z1 = np.asarray(z0, dtype=np.float64), np.asarray(z1, dtype=np.float64)
+    t = np.asarray(t, dtype=np.float64)[..., None]
+    cosine = np.dot(z0, z1) / (np.linalg.norm(z0) * np.linalg.norm(z1))
+    omega = np.arccos(np.clip(cosine, -1.0, 1.0))
+    if np.sin(omega) < 1e-6:
+        return (1 - t) * z0 + t * z1
+    return (np.sin((1 - t) * omega) * z0 + np.sin(t * omega) * z1) / np.sin(omega)
+
+
+def interpolate(model, first, second, steps=8, temperature=1.0, seed=0, scale=1.0):
+    """Decode ``steps`` codes spherically interpolated between two sketches' codes.
+
+    Returns ``(codes, sketches)``: codes ``(steps, z_size)``, from ``encode(first)`` at ``t = 0`` to
+    ``encode(second)`` at ``t = 1``, and the decoded sketches.
+
+    >>> from sketch_rnn import presets
+    >>> from sketch_rnn.model import build_model
+    >>> codes, sketches = interpolate(build_model(presets.get("tiny")),
+    ...                               np.array([[1, 2, 1]]), np.array([[3, 4, 1]]), steps=3)
+    >>> codes.shape, len(sketches)
+    ((3, 4), 3)
+    """
+    z0, z1 = encode(model, [first, second], scale=scale)
+    codes = slerp(z0, z1, np.linspace(0.0, 1.0, steps)).astype(np.float32)
+    return codes, decode(model, z=codes, temperature=temperature, seed=seed, scale=scale)
