@@ -1,4 +1,4 @@
-"""lw.metric: exact streaming aggregation, taps in lw.Model, plain keras.Model, metric arithmetic."""
+"""lw.metric: exact streaming aggregation, taps in lw.Model, plain keras.Model, arithmetic."""
 
 import keras
 import numpy as np
@@ -15,7 +15,7 @@ PROPERTY = settings(
 )
 
 
-# -- helpers -----------------------------------------------------------------------------------------
+# -- helpers ---------------------------------------------------------------------------------------
 
 
 @st.composite
@@ -190,6 +190,18 @@ def test_masked_mean_needs_per_element_values():
         m.update_state(np.zeros((2, 1)), np.ones((2, 1)))
 
 
+def test_several_outputs_need_output():
+    m = metric(lambda y_pred: y_pred["a"], name="a_sum", aggregation="sum")
+    m.resolve(["y_pred", "sample_weight"])
+    tensors = {"y_pred": {"a": ops.ones((2,))}, "sample_weight": {"a": ops.ones((2,))}}
+    with pytest.raises(ValueError, match="'a_sum'.*several outputs.*output="):
+        m.update_from_tensors(tensors)
+    m = metric(lambda y_pred: y_pred, name="a_sum", aggregation="sum", output="a")
+    m.resolve(["y_pred", "sample_weight"])
+    m.update_from_tensors(tensors)
+    assert float(m.result()) == 2.0
+
+
 def test_bind_and_fixed_arguments_follow_the_injector():
     m = metric(lambda a, scale: a * scale, name="scaled", bind={"a": "y_pred"}, scale=3.0)
     m.update_state(np.zeros(2), np.array([1.0, 2.0]))
@@ -277,14 +289,15 @@ def test_plain_keras_model_names_what_a_metric_may_ask_for():
     assert "lw.Model" in message
 
 
-# -- arithmetic --------------------------------------------------------------------------------------
+# -- arithmetic ------------------------------------------------------------------------------------
 
 
 def _counts():
-    tp = metric(
-        lambda y_true, y_pred: y_true * ops.cast(y_pred > 0.5, "float32"), name="tp", aggregation="sum"
-    )
-    pp = metric(lambda y_pred: ops.cast(y_pred > 0.5, "float32"), name="pp", aggregation="sum")
+    def hits(y_pred):
+        return ops.cast(y_pred > 0.5, "float32")
+
+    tp = metric(lambda y_true, y_pred: y_true * hits(y_pred), name="tp", aggregation="sum")
+    pp = metric(hits, name="pp", aggregation="sum")
     return tp, pp
 
 
@@ -342,9 +355,8 @@ def _check_counts(model, x, y):
 def test_precision_from_counts_in_fit_and_evaluate_of_lw_model():
     tp, pp = _counts()
     model, _ = _tapped_model()
-    model.compile(
-        optimizer="sgd", loss="binary_crossentropy", metrics=[(tp / pp).named("precision"), tp, 2 * pp - tp]
-    )
+    metrics = [(tp / pp).named("precision"), tp, 2 * pp - tp]
+    model.compile(optimizer="sgd", loss="binary_crossentropy", metrics=metrics)
     x, y = _data(30)
     history = model.fit(x, y, batch_size=8, epochs=1, verbose=0)
     assert {"precision", "tp", "2_times_pp_minus_tp"} <= set(history.history)
@@ -354,7 +366,8 @@ def test_precision_from_counts_in_fit_and_evaluate_of_lw_model():
 def test_precision_from_counts_in_a_plain_keras_model():
     tp, pp = _counts()
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
-    model.compile(loss="binary_crossentropy", metrics=[(tp / pp).named("precision"), tp, 2 * pp - tp])
+    metrics = [(tp / pp).named("precision"), tp, 2 * pp - tp]
+    model.compile(loss="binary_crossentropy", metrics=metrics)
     _check_counts(model, *_data(30))
 
 

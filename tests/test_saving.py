@@ -52,7 +52,7 @@ def _same_logs(a, b):
         np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-7, err_msg=name)
 
 
-# -- .keras files ------------------------------------------------------------------------------------
+# -- .keras files ----------------------------------------------------------------------------------
 
 
 def test_keras_file_round_trip_continues_the_schedule(tmp_path):

@@ -28,8 +28,8 @@ from lossweave.injection import Injector
 from lossweave.objective import _output_keys, _select
 from lossweave.serialization import deserialize_function, serialize_function
 
-#: The names a metric can ask for inside a plain `keras.Model`, which calls `update_state`.
-PLAIN_KERAS_NAMES = ("y_true", "y_pred", "sample_weight")
+# The names a metric can ask for inside a plain `keras.Model`, which calls `update_state`.
+_PLAIN_KERAS_NAMES = ("y_true", "y_pred", "sample_weight")
 
 # -- how one batch's statistics are computed ---------------------------------------------------
 
@@ -43,7 +43,8 @@ def _as_tensor(x):
     if x is None:
         return None
     x = ops.convert_to_tensor(x)
-    return _float(x) if keras.backend.is_float_dtype(keras.backend.standardize_dtype(x.dtype)) else x
+    is_float = keras.backend.is_float_dtype(keras.backend.standardize_dtype(x.dtype))
+    return _float(x) if is_float else x
 
 
 def _rank(x):
@@ -81,7 +82,7 @@ def _fit(weight, values, what, owner):
 
 
 def _sample_weights(values, sample_weight):
-    """One weight per sample (rank-1, like per-sample `values`); a weight with more axes is averaged."""
+    """One weight per sample, like the per-sample `values`; more axes are averaged per sample."""
     if sample_weight is None:
         return ops.ones_like(values)
     weight = _float(sample_weight)
@@ -90,13 +91,27 @@ def _sample_weights(values, sample_weight):
     return ops.broadcast_to(_per_sample(weight, ops.mean), ops.shape(values))
 
 
+def _single(tensors, key, owner):
+    """The step's sample weight or mask as one tensor (or None) for a single output."""
+    value = tensors.get(key)
+    if isinstance(value, (dict, list, tuple)):
+        if any(v is not None for v in keras.tree.flatten(value)):
+            raise ValueError(
+                f"{owner}: the model has several outputs, each with its own {key}; pick the "
+                "output the metric reads with output=<dict key or list index>."
+            )
+        return None
+    return value
+
+
 def _element_weights(values, tensors, owner, use_mask=False):
     """Weights of the same shape as `values`: sample weight (and mask) broadcast, 1 if absent."""
     weight = ops.ones_like(values)
     keys = ("sample_weight", "mask") if use_mask else ("sample_weight",)
     for key in keys:
-        if tensors.get(key) is not None:
-            weight = weight * _fit(tensors[key], values, key.replace("_", " "), owner)
+        source = _single(tensors, key, owner)
+        if source is not None:
+            weight = weight * _fit(source, values, key.replace("_", " "), owner)
     return weight
 
 
@@ -114,7 +129,7 @@ def _mean_batch(value, tensors, owner):
         size = _batch_size(tensors)
         return {"total": value * size, "count": size}
     value = _per_sample(value, ops.mean)
-    weight = _sample_weights(value, tensors.get("sample_weight"))
+    weight = _sample_weights(value, _single(tensors, "sample_weight", owner))
     return {"total": _weighted_sum(value, weight), "count": ops.sum(weight)}
 
 
@@ -134,14 +149,14 @@ def _ratio_batch(value, tensors, owner):
             f"{owner} has aggregation='ratio' and must return a pair (numerator, denominator); "
             f"got {type(value).__name__}."
         )
-    sums = []
+    sums, sample_weight = [], _single(tensors, "sample_weight", owner)
     for part in value:
         part = _float(part)
         if _scalar(part):
             sums.append(part)
         else:
             part = _per_sample(part, ops.sum)
-            sums.append(_weighted_sum(part, _sample_weights(part, tensors.get("sample_weight"))))
+            sums.append(_weighted_sum(part, _sample_weights(part, sample_weight)))
     return {"numerator": sums[0], "denominator": sums[1]}
 
 
@@ -167,8 +182,8 @@ def _ratio_of(numerator, denominator):
 
 # -- the declarations ----------------------------------------------------------------------------
 
-#: How a state variable combines the batches: `(initial value, combine(state, batch_statistic))`.
-COMBINE = {
+# How a state variable combines the batches: `(initial value, combine(state, batch_statistic))`.
+_COMBINE = {
     "sum": (0.0, lambda state, batch: state + batch),
     "max": (-math.inf, ops.maximum),
     "min": (math.inf, ops.minimum),
@@ -180,8 +195,9 @@ class Aggregation:
     """How a metric aggregates over an epoch, declared once (torchmetrics' `add_state` style).
 
     Args:
-        states: `{state_name: combine}`, `combine` one of `COMBINE` (`"sum"`, `"max"`, `"min"`,
-            `"last"`): how the state variable absorbs each batch's statistic.
+        states: `{state_name: combine}`, `combine` one of `"sum"` (`state + batch`), `"max"`
+            (`max(state, batch)`, from -inf), `"min"` (from +inf) or `"last"` (`batch`): how the
+            state variable absorbs each batch's statistic.
         batch: `batch(value, tensors, owner) -> {state_name: statistic}` for one batch, where
             `value` is the function's return value (cast to float32) and `tensors` the step's.
         result: `result({state_name: tensor}) -> scalar`.
@@ -210,7 +226,9 @@ AGGREGATIONS = {
     "sum": Aggregation({"total": "sum"}, _sum_batch, lambda state: state["total"]),
     "max": Aggregation({"value": "max"}, _extreme_batch(ops.max, -math.inf), lambda s: s["value"]),
     "min": Aggregation({"value": "min"}, _extreme_batch(ops.min, math.inf), lambda s: s["value"]),
-    "last": Aggregation({"total": "last", "count": "last"}, _mean_batch, _ratio_of("total", "count")),
+    "last": Aggregation(
+        {"total": "last", "count": "last"}, _mean_batch, _ratio_of("total", "count")
+    ),
 }
 
 # -- arithmetic on metrics -------------------------------------------------------------------------
@@ -229,7 +247,6 @@ class _Arithmetic:
     def named(self, name):
         """Renames the metric (the name it is logged under) and returns it.
 
-        >>> from keras import ops
         >>> a = metric(lambda y_pred: y_pred, name="a", aggregation="sum")
         >>> (a / 2).name, (a / 2).named("half_a").name
         ('a_over_2', 'half_a')
@@ -270,7 +287,8 @@ def _is_number(value):
 
 
 def _compose(op, left, right):
-    if not all(_is_number(v) or isinstance(v, (InjectedMetric, ComposedMetric)) for v in (left, right)):
+    metrics = (InjectedMetric, ComposedMetric)
+    if not all(_is_number(v) or isinstance(v, metrics) for v in (left, right)):
         return NotImplemented
     parts, keys = [], {}
 
@@ -320,7 +338,7 @@ def _as_lists(expression):
     return expression
 
 
-# -- the metric classes ------------------------------------------------------------------------------
+# -- the metric classes ----------------------------------------------------------------------------
 
 _KEYS = itertools.count()
 
@@ -361,7 +379,7 @@ class InjectedMetric(_Arithmetic, keras.metrics.Metric):
         self._state = {
             state: self.add_variable(
                 shape=(),
-                initializer=keras.initializers.Constant(COMBINE[combine][0]),
+                initializer=keras.initializers.Constant(_COMBINE[combine][0]),
                 dtype="float32",
                 name=state,
             )
@@ -387,14 +405,14 @@ class InjectedMetric(_Arithmetic, keras.metrics.Metric):
             value = _float(value)
         batch = self._aggregation.batch(value, tensors, self._owner)
         for state, variable in self._state.items():
-            combine = COMBINE[self._aggregation.states[state]][1]
+            combine = _COMBINE[self._aggregation.states[state]][1]
             variable.assign(combine(variable, ops.stop_gradient(_float(batch[state]))))
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         """Keras's protocol (a plain `keras.Model`): only `y_true, y_pred, sample_weight` exist."""
-        if self._resolved_for != PLAIN_KERAS_NAMES:
+        if self._resolved_for != _PLAIN_KERAS_NAMES:
             try:
-                self.resolve(PLAIN_KERAS_NAMES)
+                self.resolve(_PLAIN_KERAS_NAMES)
             except ValueError as e:
                 raise ValueError(
                     f"{e} A plain keras.Model gives metrics only y_true, y_pred and "
@@ -405,7 +423,7 @@ class InjectedMetric(_Arithmetic, keras.metrics.Metric):
 
     def reset_state(self):
         for state, variable in self._state.items():
-            initial = COMBINE[self._aggregation.states[state]][0]
+            initial = _COMBINE[self._aggregation.states[state]][0]
             variable.assign(ops.full((), initial, dtype="float32"))
 
     def result(self):

@@ -1,0 +1,111 @@
+"""Objective and Term outside a model: injection, reduction, sample weights, errors, configs."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import lossweave as lw
+
+Y_TRUE = np.array([[0.0, 1.0], [1.0, 1.0], [2.0, 0.0]], "float32")
+Y_PRED = np.array([[0.5, 1.0], [1.0, 0.0], [0.0, 0.0]], "float32")
+SW = np.array([1.0, 0.5, 0.0], "float32")
+NAMES = ["y_true", "y_pred", "x", "sample_weight", "mask", "step", "epoch", "hidden"]
+
+
+def tensors(**extra):
+    base = {"y_true": ops.convert_to_tensor(Y_TRUE), "y_pred": ops.convert_to_tensor(Y_PRED),
+            "x": None, "sample_weight": None, "mask": None, "step": 3, "epoch": 0,
+            "hidden": ops.ones((3, 4))}
+    base.update(extra)
+    return base
+
+
+def value(term, **extra):
+    term.resolve("t", NAMES)
+    return float(term.value(tensors(**extra)))
+
+
+def test_named_keras_loss_with_sample_weight_matches_keras():
+    ours = value(lw.Term("mean_squared_error"), sample_weight=ops.convert_to_tensor(SW))
+    theirs = float(keras.losses.MeanSquaredError()(Y_TRUE, Y_PRED, sample_weight=SW))
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+
+
+def test_loss_object_keeps_its_own_reduction():
+    term = lw.Term(keras.losses.MeanAbsoluteError(reduction="sum"))
+    np.testing.assert_allclose(value(term), np.sum(np.mean(np.abs(Y_TRUE - Y_PRED), -1)), rtol=1e-6)
+
+
+def test_sum_reduction_and_fixed_kwargs():
+    term = lw.Term(lambda y_true, y_pred, power: ops.sum(ops.abs(y_true - y_pred) ** power, -1),
+                   reduction="sum", power=2.0)
+    np.testing.assert_allclose(value(term), np.sum((Y_TRUE - Y_PRED) ** 2), rtol=1e-6)
+
+
+def test_function_taking_sample_weight_weighs_itself():
+    term = lw.Term(lambda y_pred, sample_weight: ops.sum(ops.mean(y_pred, -1) * sample_weight))
+    result = value(term, sample_weight=ops.convert_to_tensor(SW))
+    np.testing.assert_allclose(result, np.sum(Y_PRED.mean(-1) * SW), rtol=1e-6)
+
+
+def test_bind_renames_a_parameter():
+    term = lw.Term(lw.losses.activation_penalty, bind={"activation": "hidden"})
+    assert value(term) == pytest.approx(1.0)
+
+
+def test_bind_or_kwargs_naming_a_missing_parameter_fails():
+    with pytest.raises(ValueError, match="'activity' is not a parameter"):
+        lw.Term(lw.losses.activation_penalty, bind={"activity": "hidden"}).resolve("t", NAMES)
+    with pytest.raises(ValueError, match="'scale' is not a parameter"):
+        lw.Term(lambda y_pred: y_pred, scale=2.0).resolve("t", NAMES)
+
+
+def test_term_returning_a_structure_fails_naming_it():
+    term = lw.Term(lambda y_pred: {"a": y_pred})
+    term.resolve("pair", NAMES)
+    with pytest.raises(ValueError, match="term 'pair' returned a dict"):
+        term.value(tensors())
+
+
+def test_objective_sums_weighted_terms():
+    objective = lw.Objective({
+        "mae": "mean_absolute_error",
+        "scaled": lw.Term(lambda step: ops.cast(step, "float32"), weight=lw.schedules.linear(0, 1, steps=6)),
+    })
+    objective.build(NAMES)
+    total, values, weights = objective.compute(tensors())
+    np.testing.assert_allclose(float(values["scaled"]), 3.0)
+    np.testing.assert_allclose(float(weights["scaled"]), 0.5)
+    np.testing.assert_allclose(float(total), float(values["mae"]) + 1.5, rtol=1e-6)
+    assert [t.name for t in objective.trackers] == ["mae", "scaled", "scaled_weight"]
+
+
+@pytest.mark.parametrize("terms, message", [
+    ({}, "non-empty dict"),
+    (["mse"], "non-empty dict"),
+])
+def test_bad_objective_fails(terms, message):
+    with pytest.raises(ValueError, match=message):
+        lw.Objective(terms)
+
+
+def test_term_names_must_be_identifiers():
+    with pytest.raises(ValueError, match="identifiers"):
+        lw.Objective({"my term": "mse"}).build(NAMES)
+
+
+def test_bad_reduction_fails():
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        lw.Term("mse", reduction="none")
+
+
+def test_config_round_trip():
+    objective = lw.Objective({
+        "mse": "mean_squared_error",
+        "kl": lw.Term(lw.losses.gaussian_kl, weight=lw.schedules.linear(0.0, 1.0, steps=10),
+                      free_bits=0.2, bind={"z_mean": "hidden", "z_log_var": "hidden"}),
+    })
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(objective))
+    assert restored.get_config() == objective.get_config()
+    assert restored.terms["kl"].kwargs == {"free_bits": 0.2}
