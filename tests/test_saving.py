@@ -13,22 +13,22 @@ from lossweave.metrics import ComposedMetric, InjectedMetric, metric
 from lossweave.serialization import deserialize_function, serialize_function
 
 
-@keras.saving.register_keras_serializable(package="lossweave_tests")
+@keras.saving.register_keras_serializable(package="lossweave_test_saving")
 def activity(hidden):
     return ops.mean(ops.square(hidden), axis=-1)
 
 
-@keras.saving.register_keras_serializable(package="lossweave_tests")
+@keras.saving.register_keras_serializable(package="lossweave_test_saving")
 def mean_hidden(hidden):
     return ops.mean(hidden, axis=-1)
 
 
-@keras.saving.register_keras_serializable(package="lossweave_tests")
+@keras.saving.register_keras_serializable(package="lossweave_test_saving")
 def true_positive(y_true, y_pred):
     return y_true * ops.cast(y_pred > 0.5, "float32")
 
 
-@keras.saving.register_keras_serializable(package="lossweave_tests")
+@keras.saving.register_keras_serializable(package="lossweave_test_saving")
 def predicted_positive(y_pred):
     return ops.cast(y_pred > 0.5, "float32")
 

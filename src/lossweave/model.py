@@ -111,11 +111,17 @@ class Model(keras.Model):
 
     def call(self, inputs, training=None, mask=None, **kwargs):
         outputs, taps = super().call(inputs, training=training, mask=mask, **kwargs)
-        return (outputs, taps) if self._taps_visible else outputs
+        if not self._taps_visible:
+            return outputs
+        # The counters travel with the taps: on JAX, compute_metrics cannot read model variables.
+        return outputs, dict(taps, step=self.step.value, epoch=self.epoch.value)
 
     def compute_output_spec(self, inputs, training=None, mask=None):
         outputs, taps = super().compute_output_spec(inputs, training=training, mask=mask)
-        return (outputs, taps) if self._taps_visible else outputs
+        if not self._taps_visible:
+            return outputs
+        counters = {name: keras.KerasTensor((), "int32") for name in ("step", "epoch")}
+        return outputs, dict(taps, **counters)
 
     @contextlib.contextmanager
     def _showing_taps(self):
@@ -138,7 +144,10 @@ class Model(keras.Model):
             return super()._symbolic_build(*args, **kwargs)
 
     def _split(self, y_pred):
-        return y_pred if self._taps_visible else (y_pred, {})
+        """`(outputs, taps and counters)` inside the train/test step, `(outputs, counters)` outside."""
+        if self._taps_visible:
+            return y_pred
+        return y_pred, {"step": self.step.value, "epoch": self.epoch.value}
 
     # -- compile ----------------------------------------------------------------------------------
 
@@ -192,13 +201,7 @@ class Model(keras.Model):
     def _step_tensors(self, x, y, outputs, taps, sample_weight):
         tensors = dict(taps)
         tensors.update(
-            x=x,
-            y_true=y,
-            y_pred=outputs,
-            sample_weight=sample_weight,
-            mask=_masks(outputs),
-            step=self.step.value,
-            epoch=self.epoch.value,
+            x=x, y_true=y, y_pred=outputs, sample_weight=sample_weight, mask=_masks(outputs)
         )
         return tensors
 

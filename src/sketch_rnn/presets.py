@@ -15,19 +15,19 @@ PRESETS = {
     "small": HParams(enc_rnn_size=128, dec_rnn_size=256, z_size=32),
     # Trains in a few minutes on 2 CPU cores on the synthetic set.
     "demo": HParams(
-        enc_rnn_size=128,
-        dec_rnn_size=256,
+        enc_rnn_size=64,
+        dec_rnn_size=128,
         z_size=32,
         num_mixture=10,
-        batch_size=100,
+        batch_size=64,
         max_seq_len=40,
         recurrent_dropout=0.0,
         kl_weight=0.5,
         kl_weight_start=0.01,
-        kl_decay_rate=0.999,
+        kl_decay_rate=0.99995,
         augment=False,
-        num_steps=1000,
-        steps_per_epoch=100,
+        num_steps=2000,
+        steps_per_epoch=200,
     ),
     # Seconds, for tests.
     "tiny": HParams(

@@ -1,0 +1,392 @@
+"""The ``sketch-rnn`` command: ``train``, ``sample``, ``reconstruct``, ``interpolate``.
+
+::
+
+    sketch-rnn train --data synthetic --preset demo --out runs/demo
+    sketch-rnn train --data cat.npz pig.npz --preset small --steps 20000 --out runs/catpig
+    sketch-rnn sample --out runs/demo --n 16 --temperature 0.5
+    sketch-rnn reconstruct --out runs/demo
+    sketch-rnn interpolate --out runs/demo
+
+``train`` writes into its ``--out`` folder, each file atomically: ``model.keras`` and
+``config.json`` (hyperparameters, data scale factor, data spec, classes) after every epoch,
+``history.csv`` (every term, ``kl_weight``, ``lr`` and ``val_*``, by step), ``losses.png``, and, at
+the end, ``samples.png``, ``reconstructions.png`` and ``interpolation.png``. Run it again on a folder
+that holds a model and it resumes: ``--steps`` more steps, with the step counter, the KL weight and
+the learning rate going on from where they stopped. The other commands read a trained folder and
+write into a subfolder of it (``sample/``, ``reconstruct/``, ``interpolate/``).
+
+>>> args = _parser().parse_args(["train", "--data", "synthetic", "--preset", "demo", "--out", "runs/demo"])
+>>> args.run.__name__, args.data, args.steps
+('train', ['synthetic'], None)
+"""
+
+import argparse
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from sketch_rnn import data, presets, render, sampling
+from sketch_rnn.model import HParams, build_model
+
+#: At most this many validation sketches are evaluated after each epoch.
+VALID_CAP = 500
+#: Temperatures of the rows of ``samples.png``.
+SAMPLE_TEMPERATURES = (0.2, 0.5, 0.8)
+#: Temperature of ``reconstructions.png`` and ``interpolation.png``.
+PICTURE_TEMPERATURE = 0.2
+
+
+# --- files ---------------------------------------------------------------------------------------
+
+
+def _write_atomic(path, payload):
+    """Write bytes to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(payload)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+    return path
+
+
+def _save_model(model, path):
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
+    os.close(descriptor)
+    try:
+        model.save(temporary)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def _write_history(rows, path):
+    fields = list(dict.fromkeys(key for row in rows for key in row))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    _write_atomic(path, text.getvalue().encode())
+
+
+def _read_history(path):
+    if not path.exists():
+        return []
+    with open(path, newline="") as file:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(file)]
+
+
+def _plot_losses(rows, path):
+    """Every term (train solid, validation dashed) and the KL weight, against the step."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(10, 4), dpi=100)
+    terms, weights = figure.subplots(1, 2)
+    steps = [row["step"] for row in rows]
+    for name in ("loss", "offset", "pen", "kl"):
+        if name in rows[0]:
+            (line,) = terms.plot(steps, [row[name] for row in rows], label=name)
+            if f"val_{name}" in rows[0]:
+                terms.plot(steps, [row.get(f"val_{name}", math.nan) for row in rows], "--",
+                           color=line.get_color(), label=f"val_{name}")
+    terms.set(xlabel="step", title="terms (unweighted)")
+    terms.legend(fontsize=8)
+    for name in ("kl_weight", "lr"):
+        if name in rows[0]:
+            weights.plot(steps, [row[name] for row in rows], label=name)
+    weights.set(xlabel="step", yscale="log", title="schedules")
+    weights.legend(fontsize=8)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    _write_atomic(path, buffer.getvalue())
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+
+def _data_spec(paths, per_class, seed):
+    if paths == ["synthetic"]:
+        return {"source": "synthetic", "per_class": per_class, "seed": seed}
+    return {"source": "npz", "paths": [str(Path(p).resolve()) for p in paths]}
+
+
+def _load(spec, max_len):
+    """The sketch set of ``spec``, without sketches of more than ``max_len`` points."""
+    if spec["source"] == "npz":
+        return data.load_npz(spec["paths"], max_len=max_len)
+    full = data.synthetic(spec["per_class"], seed=spec["seed"])
+    fields, dropped = {}, {}
+    for split in data.SPLITS:
+        sketches, labels = getattr(full, split), getattr(full, f"{split}_labels")
+        keep = np.array([len(s) <= max_len for s in sketches], dtype=bool)
+        fields[split] = [s for s, k in zip(sketches, keep) if k]
+        fields[f"{split}_labels"] = labels[keep]
+        dropped[split] = int((~keep).sum())
+    return dataclasses.replace(full, **fields, dropped=dropped)
+
+
+def _spread(labels, n):
+    """Indices of ``n`` items taking the classes in turn: the first of each class, then the second...
+
+    >>> [int(i) for i in _spread(np.array([0, 0, 0, 1, 2, 2]), 5)]
+    [0, 3, 4, 1, 5]
+    """
+    rank = np.zeros(len(labels), dtype=int)
+    for label in np.unique(labels):
+        rank[labels == label] = np.arange(np.sum(labels == label))
+    return list(np.lexsort((labels, rank))[:n])
+
+
+# --- run folders ---------------------------------------------------------------------------------
+
+
+def _read_config(out):
+    path = out / "config.json"
+    if not (out / "model.keras").exists() or not path.exists():
+        raise ValueError(f"{out}: no trained model here (model.keras and config.json); run `sketch-rnn train` first")
+    return json.loads(path.read_text())
+
+
+def _load_run(out):
+    config = _read_config(out)
+    return config, keras.models.load_model(out / "model.keras")
+
+
+# --- pictures ------------------------------------------------------------------------------------
+
+
+def _pictures(model, config, valid, valid_labels, out):
+    """``samples.png``, and for a conditional model ``reconstructions.png`` and ``interpolation.png``."""
+    scale = config["scale"]
+    rows, titles = [], []
+    for t in SAMPLE_TEMPERATURES:
+        rows += sampling.sample(model, 8, temperature=t, seed=0, scale=scale)
+        titles += [f"t={t}"] * 8
+    written = [render.grid(rows, out / "samples.png", ncols=8, titles=titles)]
+    if config["hparams"]["conditional"]:
+        picked = [valid[i] for i in _spread(valid_labels, 8)]
+        rebuilt = sampling.reconstruct(model, picked, temperature=PICTURE_TEMPERATURE, seed=0, scale=scale)
+        written.append(render.pairs(picked, rebuilt, out / "reconstructions.png"))
+        first, second = (valid[i] for i in _spread(valid_labels, 2))
+        _, strip = sampling.interpolate(model, first, second, steps=8, temperature=PICTURE_TEMPERATURE,
+                                        seed=0, scale=scale)
+        written.append(render.strip([first, *strip, second], out / "interpolation.png"))
+    return written
+
+
+# --- train ---------------------------------------------------------------------------------------
+
+
+class _Checkpoint(keras.callbacks.Callback):
+    """After each epoch: a history row by step, then model, config, history and plot, atomically."""
+
+    def __init__(self, out, config, rows):
+        super().__init__()
+        self.out, self.config, self.rows = out, config, rows
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = int(keras.ops.convert_to_numpy(self.model.step.value))
+        rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        self.rows.append({"step": step, "epoch": epoch + 1, **logs, "lr": rate})
+        self.config["step"] = step
+        _save_model(self.model, self.out / "model.keras")
+        _write_atomic(self.out / "config.json", json.dumps(self.config, indent=2).encode())
+        _write_history(self.rows, self.out / "history.csv")
+        _plot_losses(self.rows, self.out / "losses.png")
+
+
+def _setup(args):
+    """``(config, model)``: a new run from the arguments, or the run saved in ``args.out``."""
+    out = Path(args.out)
+    if (out / "model.keras").exists():
+        config = _read_config(out)
+        if args.preset not in (None, config["preset"]):
+            raise ValueError(f"{out} holds a {config['preset']!r} run; train --preset {args.preset} into another --out")
+        if args.data is not None and _data_spec(args.data, args.per_class, args.seed) != config["data"]:
+            raise ValueError(f"{out} holds a run on other data ({config['data']}); use another --out")
+        return config, keras.models.load_model(out / "model.keras")
+    if args.data is None:
+        raise ValueError("a new run needs --data (synthetic, or .npz files)")
+    preset = args.preset or "paper"
+    hps = presets.get(preset)
+    spec = _data_spec(args.data, args.per_class, args.seed)
+    sketches = _load(spec, hps.max_seq_len)
+    if not sketches.train or not sketches.valid:
+        raise ValueError(f"no train or no validation sketches of at most max_seq_len={hps.max_seq_len} points")
+    config = {
+        "preset": preset,
+        "hparams": dataclasses.asdict(hps),
+        "scale": data.scale_factor(sketches.train),
+        "data": spec,
+        "classes": list(sketches.class_names),
+        "step": 0,
+    }
+    keras.utils.set_random_seed(args.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    return config, build_model(hps)
+
+
+def train(args):
+    config, model = _setup(args)
+    out = Path(args.out)
+    hps = HParams(**config["hparams"])
+    sketches = _load(config["data"], hps.max_seq_len)
+    print(f"{sketches!r}, scale {config['scale']:.4g}; starting at step {config['step']}")
+    train_set = data.normalize(sketches.train, config["scale"])
+    rng = np.random.default_rng([args.seed, config["step"]])
+    batches = data.StrokeBatches(train_set, hps.batch_size, hps.max_seq_len, rng, augment=hps.augment)
+    picked = np.random.default_rng(args.seed).permutation(len(sketches.valid))[:VALID_CAP]
+    if len(picked) > hps.batch_size:  # whole batches only: one compiled shape
+        picked = picked[: len(picked) // hps.batch_size * hps.batch_size]
+    validation = data.arrays(data.normalize([sketches.valid[i] for i in picked], config["scale"]), hps.max_seq_len)
+    rows = _read_history(out / "history.csv")
+    steps = hps.num_steps if args.steps is None else args.steps
+    per_epoch = min(hps.steps_per_epoch, steps)
+    full, rest = divmod(steps, per_epoch)
+    epoch = len(rows)
+    for count, length in ((full, per_epoch), (1 if rest else 0, rest)):
+        if count:
+            model.fit(
+                batches.forever(),
+                steps_per_epoch=length,
+                initial_epoch=epoch,
+                epochs=epoch + count,
+                validation_data=validation,
+                validation_batch_size=hps.batch_size,
+                shuffle=False,  # the batches are shuffled already
+                callbacks=[_Checkpoint(out, config, rows)],
+                verbose=1 if sys.stdout.isatty() else 2,
+            )
+            epoch += count
+    files = [out / name for name in ("model.keras", "config.json", "history.csv", "losses.png")]
+    files += _pictures(model, config, sketches.valid, sketches.valid_labels, out)
+    print(f"trained to step {config['step']}; wrote:", *files, sep="\n  ")
+
+
+# --- sample, reconstruct, interpolate ------------------------------------------------------------
+
+
+def _write_sketches(sketches, folder, table):
+    """``folder/NNN.svg`` for each sketch, and ``table(folder)``; prints what it wrote."""
+    folder.mkdir(exist_ok=True)
+    for i, sketch in enumerate(sketches):
+        render.to_svg(sketch, folder / f"{i:03d}.svg")
+    print(f"wrote {table(folder)} and {len(sketches)} SVGs in {folder}")
+
+
+def sample(args):
+    config, model = _load_run(Path(args.out))
+    sketches = sampling.sample(model, args.n, temperature=args.temperature, seed=args.seed, scale=config["scale"])
+    _write_sketches(sketches, Path(args.out) / "sample", lambda f: render.grid(sketches, f / "grid.png"))
+
+
+def _split(args, config):
+    hps = HParams(**config["hparams"])
+    sketches = _load(config["data"], hps.max_seq_len)
+    return getattr(sketches, args.split), getattr(sketches, f"{args.split}_labels")
+
+
+def reconstruct(args):
+    config, model = _load_run(Path(args.out))
+    sketches, labels = _split(args, config)
+    originals = [sketches[i] for i in _spread(labels, args.n)]
+    rebuilt = sampling.reconstruct(model, originals, temperature=args.temperature, seed=args.seed,
+                                   scale=config["scale"])
+    _write_sketches(rebuilt, Path(args.out) / "reconstruct",
+                    lambda f: render.pairs(originals, rebuilt, f / "pairs.png"))
+
+
+def interpolate(args):
+    config, model = _load_run(Path(args.out))
+    sketches, labels = _split(args, config)
+    first, second = args.pair if args.pair else _spread(labels, 2)
+    for index in (first, second):
+        if not 0 <= index < len(sketches):
+            raise ValueError(f"--pair index {index} is out of range: the {args.split} split has {len(sketches)} sketches")
+    _, strip = sampling.interpolate(model, sketches[first], sketches[second], steps=args.steps,
+                                    temperature=args.temperature, seed=args.seed, scale=config["scale"])
+    _write_sketches(strip, Path(args.out) / "interpolate", lambda f: render.strip(strip, f / "strip.png"))
+
+
+# --- arguments -----------------------------------------------------------------------------------
+
+
+def _positive(kind):
+    def parse(text):
+        value = kind(text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    return parse
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="sketch-rnn", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    fit = commands.add_parser("train", help="train a model (or resume one) into --out")
+    fit.add_argument("--data", nargs="+", help="'synthetic', or QuickDraw sketch-rnn .npz files (one a class)")
+    fit.add_argument("--preset", choices=list(presets.PRESETS), help="hyperparameters (default: paper)")
+    fit.add_argument("--steps", type=_positive(int), help="training steps to run (default: the preset's)")
+    fit.add_argument("--per-class", type=_positive(int), default=500, help="synthetic sketches a class")
+    fit.set_defaults(run=train)
+
+    draw = commands.add_parser("sample", help="draw new sketches into OUT/sample/")
+    draw.add_argument("--n", type=_positive(int), default=16, help="how many")
+    draw.set_defaults(run=sample)
+
+    rebuild = commands.add_parser("reconstruct", help="encode and decode data sketches into OUT/reconstruct/")
+    rebuild.add_argument("--n", type=_positive(int), default=8, help="how many")
+    rebuild.set_defaults(run=reconstruct)
+
+    between = commands.add_parser("interpolate", help="decode codes between two sketches into OUT/interpolate/")
+    between.add_argument("--pair", type=int, nargs=2, metavar=("I", "J"),
+                         help="indices of the two sketches in the split (default: the first of two classes)")
+    between.add_argument("--steps", type=_positive(int), default=8, help="sketches in the strip")
+    between.set_defaults(run=interpolate)
+
+    for command in (fit, draw, rebuild, between):
+        command.add_argument("--out", required=True, help="the run folder")
+        command.add_argument("--seed", type=int, default=0, help="random seed")
+    for command in (draw, rebuild, between):
+        command.add_argument("--temperature", type=_positive(float), default=PICTURE_TEMPERATURE,
+                             help="sampling temperature tau")
+    for command in (rebuild, between):
+        command.add_argument("--split", choices=data.SPLITS, default="test", help="data split to draw from")
+    return parser
+
+
+def main(argv=None):
+    """Run the ``sketch-rnn`` command with ``argv`` (default: the command line).
+
+    A bad argument, a bad data file or a folder without a model exits with status 2 and one line
+    ``sketch-rnn: error: ...``.
+
+    >>> main(["sample", "--out", "/nonexistent"])
+    Traceback (most recent call last):
+    ...
+    SystemExit: 2
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        args.run(args)
+    except (ValueError, FileNotFoundError) as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")

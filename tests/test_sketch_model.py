@@ -1,0 +1,116 @@
+"""sketch-rnn model and sampling: training, the KL schedule, sampling, interpolation, saving."""
+
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+
+from sketch_rnn import data, presets, sampling
+from sketch_rnn.model import build_model, kl_weight
+
+TINY = presets.get("tiny")  # enc 8, dec 16, z 4, M 3, max_seq_len 12, batch 8
+
+
+def sketches(max_len=TINY.max_seq_len):
+    full = data.synthetic(20, seed=0)
+    return [s for s in full.train if len(s) <= max_len]
+
+
+def batches(hps=TINY, seed=0):
+    train = sketches(hps.max_seq_len)
+    scale = data.scale_factor(train)
+    stream = data.StrokeBatches(data.normalize(train, scale), hps.batch_size, hps.max_seq_len,
+                                np.random.default_rng(seed))
+    return stream.forever()
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A tiny model after 40 steps, one step an epoch, and its history: one compile for the module."""
+    hps = dataclasses.replace(TINY, learning_rate=1e-2)
+    model = build_model(hps)
+    history = model.fit(batches(hps), steps_per_epoch=1, epochs=40, shuffle=False, verbose=0).history
+    return hps, model, history
+
+
+def test_training_lowers_reconstruction_loss(trained):
+    _, _, history = trained
+    assert {"loss", "offset", "pen", "kl", "kl_weight"} <= set(history)
+    reconstruction = np.add(history["offset"], history["pen"])
+    assert reconstruction[-8:].mean() < reconstruction[:8].mean() - 0.3
+
+
+def test_kl_weight_follows_its_schedule_every_step(trained):
+    hps, model, history = trained
+    expected = [float(kl_weight(hps)(step)) for step in range(40)]
+    np.testing.assert_allclose(history["kl_weight"], expected, rtol=1e-5)
+    assert int(keras.ops.convert_to_numpy(model.step.value)) == 40
+
+
+def test_unconditional_model_trains_and_samples():
+    hps = dataclasses.replace(TINY, conditional=False, learning_rate=1e-2)
+    model = build_model(hps)
+    history = model.fit(batches(hps), steps_per_epoch=1, epochs=10, shuffle=False, verbose=0).history
+    assert set(history) == {"loss", "offset", "pen"}
+    assert history["loss"][-1] < history["loss"][0]
+    for sketch in sampling.sample(model, n=3, seed=0):
+        assert np.isfinite(sketch).all() and sketch[-1, 2] == 1
+    with pytest.raises(ValueError, match="unconditional"):
+        sampling.encode(model, sketches()[:1])
+
+
+def test_samples_are_finite_stroke3_ending_with_pen_up_in_data_units(trained):
+    _, model, _ = trained
+    small = sampling.sample(model, n=5, temperature=0.5, seed=3)
+    large = sampling.sample(model, n=5, temperature=0.5, seed=3, scale=10.0)
+    assert len(small) == 5
+    for s, l in zip(small, large):
+        assert s.dtype == np.float32 and s.ndim == 2 and s.shape[1] == 3
+        assert 1 <= len(s) <= TINY.max_seq_len and s[-1, 2] == 1 and np.isfinite(s).all()
+        assert set(np.unique(s[:, 2])) <= {0.0, 1.0}
+        np.testing.assert_allclose(l[:, :2], 10.0 * s[:, :2], rtol=1e-5)
+
+
+def test_sampling_is_seeded_and_temperature_changes_samples(trained):
+    _, model, _ = trained
+    z = np.random.default_rng(0).standard_normal((4, TINY.z_size)).astype("float32")
+    first = sampling.decode(model, z=z, temperature=0.7, seed=1)
+    again = sampling.decode(model, z=z, temperature=0.7, seed=1)
+    hotter = sampling.decode(model, z=z, temperature=1.5, seed=1)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    assert any(a.shape != h.shape or not np.allclose(a, h) for a, h in zip(first, hotter))
+    with pytest.raises(ValueError, match="temperature"):
+        sampling.decode(model, z=z, temperature=0.0)
+
+
+def test_interpolation_endpoints_are_the_encodings(trained):
+    _, model, _ = trained
+    first, second = sketches()[0], sketches()[-1]
+    codes, strip = sampling.interpolate(model, first, second, steps=5, scale=30.0)
+    encoded = sampling.encode(model, [first, second], scale=30.0)
+    np.testing.assert_allclose(codes[0], encoded[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(codes[-1], encoded[1], rtol=1e-5, atol=1e-6)
+    assert codes.shape == (5, TINY.z_size) and len(strip) == 5
+
+
+def test_slerp_keeps_the_norm_between_codes_of_equal_norm():
+    rng = np.random.default_rng(0)
+    z0, z1 = rng.standard_normal((2, 16))
+    z1 *= np.linalg.norm(z0) / np.linalg.norm(z1)
+    middle = sampling.slerp(z0, z1, 0.5)
+    np.testing.assert_allclose(np.linalg.norm(middle), np.linalg.norm(z0), rtol=1e-9)
+    assert np.linalg.norm((z0 + z1) / 2) < np.linalg.norm(middle)  # linear interpolation shrinks
+    np.testing.assert_allclose(sampling.slerp(z0, 2 * z0, 0.5), 1.5 * z0)  # parallel: linear
+
+
+def test_save_load_round_trip(trained, tmp_path):
+    _, model, _ = trained
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    x, _ = next(batches(seed=1))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)), keras.ops.convert_to_numpy(model(x)), rtol=1e-5, atol=1e-6)
+    assert int(keras.ops.convert_to_numpy(loaded.step.value)) == 40
+    for a, b in zip(sampling.sample(model, n=2, seed=0), sampling.sample(loaded, n=2, seed=0)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
