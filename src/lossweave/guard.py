@@ -43,7 +43,7 @@ class NonFiniteGuard(keras.callbacks.Callback):
         self._first_step = 0
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._first_step = int(self.model.step.value)
+        self._first_step = int(keras.ops.convert_to_numpy(self.model.step.value))
 
     def on_train_batch_end(self, batch, logs=None):
         self.check(logs or {}, step=self._first_step + batch, phase="training")

@@ -25,6 +25,7 @@ import contextlib
 import keras
 from keras import ops
 from keras.src.backend.common.masking import get_keras_mask
+from keras.src.losses.loss import scale_loss_for_distribution
 
 from lossweave.guard import NonFiniteGuard
 from lossweave.injection import INJECTABLE
@@ -104,7 +105,12 @@ class Model(keras.Model):
 
     def _counter(self, name):
         return self.add_weight(
-            shape=(), dtype="int32", initializer="zeros", trainable=False, name=name
+            shape=(),
+            dtype="int32",
+            initializer="zeros",
+            trainable=False,
+            aggregation="only_first_replica",  # one count per step, whatever the replicas
+            name=name,
         )
 
     # -- one forward pass, two views of it ------------------------------------------------------
@@ -218,7 +224,9 @@ class Model(keras.Model):
             total = total + ops.cast(ops.sum(extra), total.dtype)
         if training:
             self.step.assign_add(1)
-        return total
+        # Under tf.distribute each replica's loss is divided by the number of replicas, as Keras
+        # scales its own losses; the trainer unscales it again for the logged `loss`.
+        return scale_loss_for_distribution(total)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         outputs, taps = self._split(y_pred)
