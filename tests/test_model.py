@@ -304,3 +304,20 @@ def test_nan_guard_without_other_callbacks():
     x, y = data()
     with pytest.raises(lw.NonFiniteTermError, match=r"training step 5: term 'fragile' is NaN"):
         model.fit(x, y, batch_size=4, epochs=3, verbose=0)  # 4 steps an epoch: step 5 in epoch 2
+
+
+def test_metrics_see_the_step_the_batch_trained_at():
+    model = penalty_model()
+    model.compile(optimizer="sgd", loss=objective(0.1),
+                  metrics=[lw.metric(lambda step: ops.cast(step, "float32"), name="seen_step",
+                                     aggregation="max")])
+    x, y = data(24)
+    assert model.fit(x, y, batch_size=8, epochs=1, verbose=0).history["seen_step"] == [2.0]
+
+
+def test_step_advances_with_a_plain_keras_loss():
+    model = penalty_model()
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = data(24)
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    assert int(model.step.value) == 6

@@ -353,7 +353,7 @@ class InjectedMetric(_Arithmetic, keras.metrics.Metric):
     (float32).
 
     >>> m = InjectedMetric(lambda y_pred: y_pred, name="peak", aggregation="max")
-    >>> m.update_state([0.0], [[1.0], [5.0]])
+    >>> m.update_state([[0.0], [0.0]], [[1.0], [5.0]])
     >>> round(float(m.result()), 4)
     5.0
     """

@@ -120,7 +120,9 @@ class Model(keras.Model):
         if not self._taps_visible:
             return outputs
         # The counters travel with the taps: on JAX, compute_metrics cannot read model variables.
-        return outputs, dict(taps, step=self.step.value, epoch=self.epoch.value)
+        # Copies: on TF and torch `.value` is live and compute_loss advances the step before
+        # compute_metrics runs; both must see the step this batch trained at.
+        return outputs, dict(taps, step=ops.copy(self.step.value), epoch=ops.copy(self.epoch.value))
 
     def compute_output_spec(self, inputs, training=None, mask=None):
         outputs, taps = super().compute_output_spec(inputs, training=training, mask=mask)
@@ -214,19 +216,27 @@ class Model(keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         outputs, taps = self._split(y_pred)
         objective = self._lw.objective
-        if objective is None:
-            return super().compute_loss(x, y, outputs, sample_weight, training=training)
+        if objective is None:  # Keras's own losses, already scaled for distribution
+            total = super().compute_loss(x, y, outputs, sample_weight, training=training)
+        else:
+            # Under tf.distribute each replica's loss is divided by the number of replicas, as
+            # Keras scales its own losses; the trainer unscales it again for the logged `loss`.
+            total = scale_loss_for_distribution(
+                self._objective_loss(x, y, outputs, taps, sample_weight)
+            )
+        if training:
+            self.step.assign_add(1)
+        return total
+
+    def _objective_loss(self, x, y, outputs, taps, sample_weight):
+        objective = self._lw.objective
         tensors = self._step_tensors(x, y, outputs, taps, sample_weight)
         total, values, weights = objective.compute(tensors)
         batch_size = ops.shape(next(t for t in keras.tree.flatten(x) if t is not None))[0]
         objective.track(values, weights, batch_size)
         for extra in self.losses:  # add_loss() and regularizers, as Keras adds them
             total = total + ops.cast(ops.sum(extra), total.dtype)
-        if training:
-            self.step.assign_add(1)
-        # Under tf.distribute each replica's loss is divided by the number of replicas, as Keras
-        # scales its own losses; the trainer unscales it again for the logged `loss`.
-        return scale_loss_for_distribution(total)
+        return total
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         outputs, taps = self._split(y_pred)
