@@ -25,7 +25,7 @@ import keras
 from keras import ops
 
 from lossweave.injection import Injector
-from lossweave.objective import _output_keys, _select
+from lossweave.objective import for_output
 from lossweave.serialization import deserialize_function, serialize_function
 
 # The names a metric can ask for inside a plain `keras.Model`, which calls `update_state`.
@@ -399,7 +399,7 @@ class InjectedMetric(_Arithmetic, keras.metrics.Metric):
 
     def update_from_tensors(self, tensors):
         """Adds one step to the state; `tensors` holds `y_true, y_pred, x, ...` and the taps."""
-        tensors = self._for_output(tensors)
+        tensors = for_output(tensors, self.output, self._owner)
         value = self._injector(tensors)
         if not isinstance(value, (tuple, list)):
             value = _float(value)
@@ -428,20 +428,6 @@ class InjectedMetric(_Arithmetic, keras.metrics.Metric):
 
     def result(self):
         return self._aggregation.result({k: _float(v) for k, v in self._state.items()})
-
-    def _for_output(self, tensors):
-        if self.output is None:
-            return tensors
-        picked = dict(tensors)
-        for key in ("y_true", "y_pred", "sample_weight", "mask"):
-            try:
-                picked[key] = _select(tensors.get(key), self.output)
-            except (KeyError, IndexError, TypeError):
-                raise ValueError(
-                    f"{self._owner} has output={self.output!r}, but {key} has no such output; "
-                    f"the model's outputs are {_output_keys(tensors.get('y_pred'))}."
-                ) from None
-        return picked
 
     def _copy(self):
         """A fresh metric with the same definition (and identity key), its own zero state."""

@@ -34,6 +34,22 @@ def _select(structure, output):
     return structure
 
 
+def for_output(tensors, output, owner):
+    """The step's tensors with `y_true`, `y_pred`, `sample_weight`, `mask` narrowed to one output."""
+    if output is None:
+        return tensors
+    picked = dict(tensors)
+    for key in ("y_true", "y_pred", "sample_weight", "mask"):
+        try:
+            picked[key] = _select(tensors.get(key), output)
+        except (KeyError, IndexError, TypeError):
+            raise ValueError(
+                f"{owner} has output={output!r}, but {key} has no such output; "
+                f"the model's outputs are {_output_keys(tensors.get('y_pred'))}."
+            ) from None
+    return picked
+
+
 def _is_structure(value):
     return isinstance(value, (dict, list, tuple))
 
@@ -99,7 +115,7 @@ class Term:
 
     def value(self, tensors):
         """The unweighted term value (a float32 scalar) for one step's tensors."""
-        tensors = self._for_output(tensors)
+        tensors = for_output(tensors, self.output, f"term {self.name!r}")
         result = self._injector(tensors)
         if _is_structure(result):
             raise ValueError(
@@ -112,20 +128,6 @@ class Term:
         self._check_batch_axis(result, tensors)
         weights = None if self._weighs_itself else tensors.get("sample_weight")
         return _weighted_reduce(result, weights, self.reduction)
-
-    def _for_output(self, tensors):
-        if self.output is None:
-            return tensors
-        picked = dict(tensors)
-        for key in ("y_true", "y_pred", "sample_weight", "mask"):
-            try:
-                picked[key] = _select(tensors.get(key), self.output)
-            except (KeyError, IndexError, TypeError):
-                raise ValueError(
-                    f"term {self.name!r} has output={self.output!r}, but {key} has no such "
-                    f"output; the model's outputs are {_output_keys(tensors.get('y_pred'))}."
-                ) from None
-        return picked
 
     def _check_batch_axis(self, result, tensors):
         batch = _batch_size(tensors.get("y_pred"))
