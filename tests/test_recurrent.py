@@ -37,29 +37,33 @@ def twins(make, input_shape=(None, STEPS, FEATURES)):
     return theirs, ours
 
 
-def loss_and_grads(layer, arrays, **kwargs):
-    """sum(probe * outputs) and its gradients w.r.t. `arrays` (x, then any initial
-    states) and the layer's trainable weights, by the backend's own autodiff."""
+def plain_call(call, x, *states, **kwargs):
+    return call(x, initial_state=list(states) or None, **kwargs)
 
-    def call(x, *states):
-        return layer(x, initial_state=list(states) or None, **kwargs)
+
+def outputs_and_grads(layer, arrays, forward=plain_call, **kwargs):
+    """`forward(layer call, *arrays, **kwargs)` and the gradients of sum(probe * outputs) w.r.t.
+    `arrays` and the layer's trainable weights, by the backend's own autodiff; all as NumPy."""
 
     def loss_of(outputs):
         rng = np.random.default_rng(3)
-        probes = [rng.normal(size=tuple(o.shape)).astype("float32") for o in keras.tree.flatten(outputs)]
-        return sum(ops.sum(o * ops.convert_to_tensor(p)) for o, p in zip(keras.tree.flatten(outputs), probes))
+        outputs = keras.tree.flatten(outputs)
+        probes = [rng.normal(size=tuple(o.shape)).astype("float32") for o in outputs]
+        return sum(ops.sum(o * ops.convert_to_tensor(p)) for o, p in zip(outputs, probes))
 
     backend = keras.backend.backend()
     if backend == "jax":
         import jax
 
         def f(trainable, arrays):
-            outputs, _ = layer.stateless_call(
-                trainable, [v.value for v in layer.non_trainable_variables], *arrays[:1],
-                initial_state=list(arrays[1:]) or None, **kwargs)
-            return loss_of(outputs)
+            def call(*args, **kwargs):
+                non_trainable = [v.value for v in layer.non_trainable_variables]
+                return layer.stateless_call(trainable, non_trainable, *args, **kwargs)[0]
 
-        loss, (weight_grads, array_grads) = jax.value_and_grad(f, argnums=(0, 1))(
+            outputs = forward(call, *arrays, **kwargs)
+            return loss_of(outputs), outputs
+
+        (_, outputs), (weight_grads, array_grads) = jax.jit(jax.value_and_grad(f, argnums=(0, 1), has_aux=True))(
             [v.value for v in layer.trainable_variables], [jax.numpy.asarray(a) for a in arrays])
         grads = list(array_grads) + list(weight_grads)
     elif backend == "tensorflow":
@@ -68,7 +72,8 @@ def loss_and_grads(layer, arrays, **kwargs):
         tensors = [tf.constant(a) for a in arrays]
         with tf.GradientTape() as tape:
             tape.watch(tensors)
-            loss = loss_of(call(*tensors))
+            outputs = forward(layer, *tensors, **kwargs)
+            loss = loss_of(outputs)
         grads = tape.gradient(loss, tensors + [v.value for v in layer.trainable_variables])
     else:
         import torch
@@ -76,23 +81,21 @@ def loss_and_grads(layer, arrays, **kwargs):
         tensors = [torch.tensor(a, requires_grad=True) for a in arrays]
         for v in layer.trainable_variables:
             v.value.grad = None
-        loss = loss_of(call(*tensors))
-        loss.backward()
+        outputs = forward(layer, *tensors, **kwargs)
+        loss_of(outputs).backward()
         grads = [t.grad for t in tensors] + [v.value.grad for v in layer.trainable_variables]
-    return float(ops.convert_to_numpy(loss)), [ops.convert_to_numpy(g) for g in grads]
+    return [ops.convert_to_numpy(ops.stop_gradient(o)) for o in keras.tree.flatten(outputs)], [
+        ops.convert_to_numpy(g) for g in grads]
 
 
-def assert_same(theirs, ours, arrays, **kwargs):
-    expected, actual = theirs(arrays[0], initial_state=arrays[1:] or None, **kwargs), ours(
-        arrays[0], initial_state=arrays[1:] or None, **kwargs)
-    expected, actual = keras.tree.flatten(expected), keras.tree.flatten(actual)
-    assert len(expected) == len(actual)
-    for e, a in zip(expected, actual):
-        np.testing.assert_allclose(ops.convert_to_numpy(a), ops.convert_to_numpy(e), rtol=1e-5, atol=1e-5)
-    expected_loss, expected_grads = loss_and_grads(theirs, arrays, **kwargs)
-    actual_loss, actual_grads = loss_and_grads(ours, arrays, **kwargs)
-    np.testing.assert_allclose(actual_loss, expected_loss, rtol=1e-5, atol=1e-5)
+def assert_same(theirs, ours, arrays, their_forward=plain_call, our_forward=plain_call, **kwargs):
+    """Same outputs, final states and gradients (w.r.t. the arrays and the weights)."""
+    expected_outputs, expected_grads = outputs_and_grads(theirs, arrays, their_forward, **kwargs)
+    actual_outputs, actual_grads = outputs_and_grads(ours, arrays, our_forward, **kwargs)
+    assert len(actual_outputs) == len(expected_outputs)
     assert len(actual_grads) == len(expected_grads) == len(arrays) + len(ours.trainable_variables)
+    for e, a in zip(expected_outputs, actual_outputs):
+        np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5)
     for e, a in zip(expected_grads, actual_grads):
         np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-5)
 
@@ -183,20 +186,73 @@ def test_train_step_updates_every_weight():
     assert all(np.any(b != a) for b, a in zip(before, model.get_weights()))
 
 
+def repeated(x, condition):
+    steps = ops.shape(x)[1]
+    return ops.concatenate([x, ops.repeat(ops.expand_dims(condition, 1), steps, axis=1)], axis=-1)
+
+
+def concat_call(call, x, condition, *states, **kwargs):
+    return call(repeated(x, condition), initial_state=list(states) or None, **kwargs)
+
+
+def condition_call(call, x, condition, *states, **kwargs):
+    return call(x, condition=condition, initial_state=list(states) or None, **kwargs)
+
+
+CONDITION = np.random.default_rng(4).normal(size=(BATCH, 3)).astype("float32")
+CONDITION_CONFIGS = {
+    "sequences and state": dict(return_sequences=True, return_state=True),
+    "backwards": dict(go_backwards=True, return_sequences=True),
+    "relu, no bias": dict(activation="relu", use_bias=False),
+}
+
+
+@pytest.mark.parametrize("config", CONDITION_CONFIGS.values(), ids=CONDITION_CONFIGS.keys())
+def test_condition_equals_keras_lstm_on_the_repeated_condition(config, fused_calls):
+    theirs, ours = twins(lambda cls: cls(UNITS, bias_initializer="random_normal", **config),
+                         input_shape=(None, STEPS, FEATURES + 3))
+    assert_same(theirs, ours, [X, CONDITION, STATES[0], STATES[1]], concat_call, condition_call)
+    assert bool(fused_calls) == (TORCH and "activation" not in config)
+
+
+def test_condition_with_recurrent_dropout_matches_keras_in_training():
+    theirs, ours = twins(lambda cls: cls(UNITS, recurrent_dropout=0.5, seed=7, return_sequences=True),
+                         input_shape=(None, STEPS, FEATURES + 3))
+    for training in (False, True, True):  # the same random stream, call after call
+        expected = theirs(repeated(X, CONDITION), training=training)
+        actual = ours(X, condition=CONDITION, training=training)
+        np.testing.assert_allclose(ops.convert_to_numpy(actual), ops.convert_to_numpy(expected), rtol=1e-5, atol=1e-5)
+    assert_same(theirs, ours, [X, CONDITION], concat_call, condition_call, training=True)
+
+
+def test_condition_with_a_mask_falls_back_to_the_concatenation():
+    mask = np.arange(STEPS)[None, :] < np.array([[STEPS], [3], [1]])
+    theirs, ours = twins(lambda cls: cls(UNITS, return_sequences=True), input_shape=(None, STEPS, FEATURES + 3))
+    expected = theirs(repeated(X, CONDITION), mask=mask)
+    actual = ours(X, condition=CONDITION, mask=mask)
+    np.testing.assert_allclose(ops.convert_to_numpy(actual), ops.convert_to_numpy(expected), rtol=1e-5, atol=1e-5)
+
+
 def test_saved_model_round_trips_and_weights_load_into_keras_lstm(tmp_path):
     def build(cls):
-        inputs = keras.Input((STEPS, FEATURES))
-        hidden = keras.layers.Bidirectional(cls(UNITS, return_sequences=True))(inputs)
-        return keras.Model(inputs, cls(UNITS, go_backwards=True)(hidden))
+        inputs, condition = keras.Input((STEPS, FEATURES)), keras.Input((3,))
+        hidden = keras.layers.Bidirectional(cls(UNITS, return_sequences=True), name="encoder")(inputs)
+        decoder = cls(UNITS, go_backwards=True, name="decoder")
+        if cls is LSTM:
+            outputs = decoder(hidden, condition=condition)
+        else:
+            outputs = decoder(repeated(hidden, condition))
+        return keras.Model([inputs, condition], outputs)
 
     model = build(LSTM)
+    expected = ops.convert_to_numpy(model([X, CONDITION]))
     model.save(tmp_path / "model.keras")
     restored = keras.saving.load_model(tmp_path / "model.keras")
     assert [type(layer) for layer in restored.layers] == [type(layer) for layer in model.layers]
-    assert type(restored.layers[1].backward_layer) is LSTM and type(restored.layers[2]) is LSTM
-    np.testing.assert_allclose(ops.convert_to_numpy(restored(X)), ops.convert_to_numpy(model(X)), rtol=1e-6)
+    assert type(restored.get_layer("encoder").backward_layer) is LSTM and type(restored.get_layer("decoder")) is LSTM
+    np.testing.assert_allclose(ops.convert_to_numpy(restored([X, CONDITION])), expected, rtol=1e-6)
 
     model.save_weights(tmp_path / "model.weights.h5")
     plain = build(keras.layers.LSTM)
     plain.load_weights(tmp_path / "model.weights.h5")
-    np.testing.assert_allclose(ops.convert_to_numpy(plain(X)), ops.convert_to_numpy(model(X)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ops.convert_to_numpy(plain([X, CONDITION])), expected, rtol=1e-5, atol=1e-5)

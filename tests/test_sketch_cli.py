@@ -86,7 +86,19 @@ def test_reconstruct_writes_pairs(run):
 def test_interpolate_writes_a_strip(run):
     main(["interpolate", "--out", str(run), "--steps", "4", "--pair", "0", "1"])
     assert len(png_shape(run / "interpolate" / "strip.png")) == 3
-    assert len(list((run / "interpolate").glob("*.svg"))) == 4
+    assert len(list((run / "interpolate").glob("*.svg"))) == 6  # the two sketches and 4 between
+
+
+def test_unconditional_run_samples_but_has_no_encoder(tmp_path, capsys):
+    out = tmp_path / "run"
+    main(TRAIN + ["--unconditional", "--steps", "2", "--out", str(out)])
+    assert json.loads((out / "config.json").read_text())["hparams"]["conditional"] is False
+    assert "kl" not in history(out)[0]
+    assert (out / "samples.png").exists() and not (out / "reconstructions.png").exists()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["reconstruct", "--out", str(out)])
+    assert exit_info.value.code == 2
+    assert "needs a conditional model" in capsys.readouterr().err
 
 
 def test_a_bad_npz_file_is_a_clear_error(tmp_path, capsys):
@@ -105,9 +117,10 @@ def test_a_bad_npz_file_is_a_clear_error(tmp_path, capsys):
     (["sample", "--out", "{tmp}"], "no trained model here"),
     (["train", "--data", "synthetic", "--preset", "huge", "--out", "{tmp}"], "invalid choice: 'huge'"),
     (["sample", "--out", "{tmp}", "--temperature", "0"], "must be > 0"),
+    (["interpolate", "--out", "{run}", "--pair", "0", "999"], "cannot pick sketches [0, 999]"),
 ])
-def test_bad_arguments_exit_with_status_2(argv, message, tmp_path, capsys):
+def test_bad_arguments_exit_with_status_2(argv, message, run, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main([arg.format(tmp=tmp_path) for arg in argv])
+        main([arg.format(tmp=tmp_path, run=run) for arg in argv])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err

@@ -25,6 +25,7 @@ import argparse
 import csv
 import dataclasses
 import io
+import itertools
 import json
 import math
 import os
@@ -43,7 +44,7 @@ VALID_CAP = 500
 #: Temperatures of the rows of ``samples.png``.
 SAMPLE_TEMPERATURES = (0.2, 0.5, 0.8)
 #: Temperature of ``reconstructions.png`` and ``interpolation.png``.
-PICTURE_TEMPERATURE = 0.2
+PICTURE_TEMPERATURE = 0.1
 
 
 # --- files ---------------------------------------------------------------------------------------
@@ -85,8 +86,6 @@ def _write_history(rows, path):
 
 
 def _read_history(path):
-    if not path.exists():
-        return []
     with open(path, newline="") as file:
         return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(file)]
 
@@ -144,13 +143,13 @@ def _load(spec, max_len):
 def _spread(labels, n):
     """Indices of ``n`` items taking the classes in turn: the first of each class, then the second...
 
-    >>> [int(i) for i in _spread(np.array([0, 0, 0, 1, 2, 2]), 5)]
+    >>> _spread(np.array([0, 0, 0, 1, 2, 2]), 5)
     [0, 3, 4, 1, 5]
     """
     rank = np.zeros(len(labels), dtype=int)
     for label in np.unique(labels):
         rank[labels == label] = np.arange(np.sum(labels == label))
-    return list(np.lexsort((labels, rank))[:n])
+    return [int(i) for i in np.lexsort((labels, rank))[:n]]
 
 
 # --- run folders ---------------------------------------------------------------------------------
@@ -174,20 +173,25 @@ def _load_run(out):
 def _pictures(model, config, valid, valid_labels, out):
     """``samples.png``, and for a conditional model ``reconstructions.png`` and ``interpolation.png``."""
     scale = config["scale"]
-    rows, titles = [], []
-    for t in SAMPLE_TEMPERATURES:
-        rows += sampling.sample(model, 8, temperature=t, seed=0, scale=scale)
+    drawn, titles = [], []
+    for t in SAMPLE_TEMPERATURES:  # the same 8 codes in each row
+        drawn += sampling.sample(model, 8, temperature=t, seed=0, scale=scale)
         titles += [f"t={t}"] * 8
-    written = [render.grid(rows, out / "samples.png", ncols=8, titles=titles)]
+    written = [render.grid(drawn, out / "samples.png", ncols=8, titles=titles)]
     if config["hparams"]["conditional"]:
         picked = [valid[i] for i in _spread(valid_labels, 8)]
         rebuilt = sampling.reconstruct(model, picked, temperature=PICTURE_TEMPERATURE, seed=0, scale=scale)
         written.append(render.pairs(picked, rebuilt, out / "reconstructions.png"))
-        first, second = (valid[i] for i in _spread(valid_labels, 2))
-        _, strip = sampling.interpolate(model, first, second, steps=8, temperature=PICTURE_TEMPERATURE,
-                                        seed=0, scale=scale)
-        written.append(render.strip([first, *strip, second], out / "interpolation.png"))
+        if len(picked) > 1:
+            strip = _interpolation(model, picked[:2], 8, PICTURE_TEMPERATURE, 0, scale)
+            written.append(render.strip(strip, out / "interpolation.png"))
     return written
+
+
+def _interpolation(model, pair, steps, temperature, seed, scale):
+    """The first sketch, ``steps`` sketches decoded from codes between theirs, then the second."""
+    _, strip = sampling.interpolate(model, *pair, steps=steps, temperature=temperature, seed=seed, scale=scale)
+    return [pair[0], *strip, pair[1]]
 
 
 # --- train ---------------------------------------------------------------------------------------
@@ -212,19 +216,22 @@ class _Checkpoint(keras.callbacks.Callback):
 
 
 def _setup(args):
-    """``(config, model)``: a new run from the arguments, or the run saved in ``args.out``."""
+    """``(config, model, sketches)``: a new run from the arguments, or the run saved in ``args.out``."""
     out = Path(args.out)
     if (out / "model.keras").exists():
         config = _read_config(out)
         if args.preset not in (None, config["preset"]):
             raise ValueError(f"{out} holds a {config['preset']!r} run; train --preset {args.preset} into another --out")
+        if args.unconditional and config["hparams"]["conditional"]:
+            raise ValueError(f"{out} holds a conditional run; train --unconditional into another --out")
         if args.data is not None and _data_spec(args.data, args.per_class, args.seed) != config["data"]:
             raise ValueError(f"{out} holds a run on other data ({config['data']}); use another --out")
-        return config, keras.models.load_model(out / "model.keras")
+        sketches = _load(config["data"], config["hparams"]["max_seq_len"])
+        return config, keras.models.load_model(out / "model.keras"), sketches
     if args.data is None:
         raise ValueError("a new run needs --data (synthetic, or .npz files)")
     preset = args.preset or "paper"
-    hps = presets.get(preset)
+    hps = dataclasses.replace(presets.get(preset), conditional=not args.unconditional)
     spec = _data_spec(args.data, args.per_class, args.seed)
     sketches = _load(spec, hps.max_seq_len)
     if not sketches.train or not sketches.valid:
@@ -239,14 +246,13 @@ def _setup(args):
     }
     keras.utils.set_random_seed(args.seed)
     out.mkdir(parents=True, exist_ok=True)
-    return config, build_model(hps)
+    return config, build_model(hps), sketches
 
 
 def train(args):
-    config, model = _setup(args)
+    config, model, sketches = _setup(args)
     out = Path(args.out)
     hps = HParams(**config["hparams"])
-    sketches = _load(config["data"], hps.max_seq_len)
     print(f"{sketches!r}, scale {config['scale']:.4g}; starting at step {config['step']}")
     train_set = data.normalize(sketches.train, config["scale"])
     rng = np.random.default_rng([args.seed, config["step"]])
@@ -255,7 +261,7 @@ def train(args):
     if len(picked) > hps.batch_size:  # whole batches only: one compiled shape
         picked = picked[: len(picked) // hps.batch_size * hps.batch_size]
     validation = data.arrays(data.normalize([sketches.valid[i] for i in picked], config["scale"]), hps.max_seq_len)
-    rows = _read_history(out / "history.csv")
+    rows = _read_history(out / "history.csv") if config["step"] else []
     steps = hps.num_steps if args.steps is None else args.steps
     per_epoch = min(hps.steps_per_epoch, steps)
     full, rest = divmod(steps, per_epoch)
@@ -263,7 +269,8 @@ def train(args):
     for count, length in ((full, per_epoch), (1 if rest else 0, rest)):
         if count:
             model.fit(
-                batches.forever(),
+                # Exactly the batches it takes: no tf.data prefetch left pulling at exit.
+                (batch for batch in itertools.islice(batches.forever(), count * length)),
                 steps_per_epoch=length,
                 initial_epoch=epoch,
                 epochs=epoch + count,
@@ -315,12 +322,11 @@ def reconstruct(args):
 def interpolate(args):
     config, model = _load_run(Path(args.out))
     sketches, labels = _split(args, config)
-    first, second = args.pair if args.pair else _spread(labels, 2)
-    for index in (first, second):
-        if not 0 <= index < len(sketches):
-            raise ValueError(f"--pair index {index} is out of range: the {args.split} split has {len(sketches)} sketches")
-    _, strip = sampling.interpolate(model, sketches[first], sketches[second], steps=args.steps,
-                                    temperature=args.temperature, seed=args.seed, scale=config["scale"])
+    indices = args.pair or _spread(labels, 2)
+    if len(indices) < 2 or not all(0 <= i < len(sketches) for i in indices):
+        raise ValueError(f"cannot pick sketches {indices} of the {len(sketches)} in the {args.split} split")
+    pair = [sketches[i] for i in indices]
+    strip = _interpolation(model, pair, args.steps, args.temperature, args.seed, config["scale"])
     _write_sketches(strip, Path(args.out) / "interpolate", lambda f: render.strip(strip, f / "strip.png"))
 
 
@@ -346,6 +352,7 @@ def _parser():
     fit.add_argument("--preset", choices=list(presets.PRESETS), help="hyperparameters (default: paper)")
     fit.add_argument("--steps", type=_positive(int), help="training steps to run (default: the preset's)")
     fit.add_argument("--per-class", type=_positive(int), default=500, help="synthetic sketches a class")
+    fit.add_argument("--unconditional", action="store_true", help="decoder only: no encoder, z or KL term")
     fit.set_defaults(run=train)
 
     draw = commands.add_parser("sample", help="draw new sketches into OUT/sample/")

@@ -4,8 +4,9 @@ One ``lw.Model`` takes a batch ``x`` of shape ``(B, max_seq_len + 1, 5)`` (see `
 and returns the decoder head's raw output ``(B, max_seq_len, 6 * M + 3)``, laid out as
 ``lw.losses.split_mdn_params`` reads it. The conditional (VAE) variant:
 
-- the encoder, a bidirectional LSTM, reads the sketch ``x[:, 1:]``, masked to its length as the
-  reference's ``sequence_length`` does; the final forward and backward ``h`` are concatenated;
+- the encoder, a bidirectional LSTM (``SketchEncoder``), reads the sketch ``x[:, 1:]`` up to its
+  end, as the reference's ``sequence_length`` does; the final forward and backward ``h`` are
+  concatenated;
 - Dense layers ``z_mean`` and ``z_log_var`` (the model's taps) parametrise ``q(z | x)``, and
   ``z = z_mean + exp(z_log_var / 2) * eps`` while training (the mean otherwise: see ``Sampling``);
 - the decoder LSTM starts from ``(h, c) = split(tanh(Dense(z)))`` and reads, at each step, the
@@ -29,9 +30,7 @@ import keras
 from keras import ops
 
 import lossweave as lw
-
-#: The recurrent layer of the encoder and the decoder: one place to switch implementations.
-LSTM = keras.layers.LSTM
+from sketch_rnn.recurrent import LSTM  # keras.layers.LSTM, with fused kernels on torch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +68,56 @@ class HParams:
     augment: bool = True
     num_steps: int = 10_000_000
     steps_per_epoch: int = 500
+
+
+def _gather_steps(sequences, index):
+    """``sequences[b, index[b, k]]`` for ``sequences`` ``(B, T, F)`` and ``index`` ``(B, K)``: ``(B, K, F)``."""
+    return ops.take_along_axis(sequences, ops.expand_dims(index, -1), axis=1)
+
+
+@keras.saving.register_keras_serializable(package="sketch_rnn")
+class SketchEncoder(keras.layers.Layer):
+    """A bidirectional LSTM that reads each stroke-5 sketch to its end: ``concat(h_forward, h_backward)``.
+
+    Padding rows (``p3 = 1``) are not read, as with the reference's ``sequence_length``: the
+    forward LSTM's output is taken at each sketch's last point, and the backward LSTM reads each
+    sketch reversed from its last point. The same function as ``keras.layers.Bidirectional(LSTM(units))``
+    with the padding masked, but computed without a mask, so that ``LSTM`` can run fused kernels.
+
+    >>> import numpy as np
+    >>> sketches = np.zeros((2, 6, 5), "float32")
+    >>> sketches[:, :, 2] = 1
+    >>> sketches[1, 3:] = [0, 0, 0, 0, 1]            # the second sketch has 3 points
+    >>> tuple(SketchEncoder(4)(sketches).shape)
+    (2, 8)
+    """
+
+    def __init__(self, units, recurrent_dropout=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.recurrent_dropout = units, recurrent_dropout
+        self.forward_lstm, self.backward_lstm = (
+            LSTM(units, return_sequences=True, recurrent_dropout=recurrent_dropout, name=name)
+            for name in ("forward_lstm", "backward_lstm")
+        )
+
+    def build(self, input_shape):
+        self.forward_lstm.build(input_shape)
+        self.backward_lstm.build(input_shape)
+
+    def call(self, sketches, training=False):
+        lengths = ops.sum(ops.cast(ops.not_equal(sketches[..., 4], 1.0), "int32"), axis=1, keepdims=True)
+        steps = ops.expand_dims(ops.arange(ops.shape(sketches)[1], dtype="int32"), 0)
+        reversed_in_place = ops.where(steps < lengths, lengths - 1 - steps, steps)
+        last = ops.maximum(lengths - 1, 0)
+        forward = self.forward_lstm(sketches, training=training)
+        backward = self.backward_lstm(_gather_steps(sketches, reversed_in_place), training=training)
+        return ops.concatenate([_gather_steps(forward, last), _gather_steps(backward, last)], axis=-1)[:, 0]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 2 * self.units)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "recurrent_dropout": self.recurrent_dropout}
 
 
 @keras.saving.register_keras_serializable(package="sketch_rnn")
@@ -176,11 +225,7 @@ def build_model(hps, compile=True):
     strokes = keras.Input((hps.max_seq_len + 1, 5), name="strokes")
     decoder_inputs, initial_state, taps = strokes[:, :-1], None, {}
     if hps.conditional:
-        sketch = strokes[:, 1:]
-        encoder = keras.layers.Bidirectional(
-            LSTM(hps.enc_rnn_size, recurrent_dropout=hps.recurrent_dropout), name="encoder"
-        )
-        encoded = encoder(sketch, mask=ops.not_equal(sketch[..., 4], 1.0))
+        encoded = SketchEncoder(hps.enc_rnn_size, hps.recurrent_dropout, name="encoder")(strokes[:, 1:])
         z_mean = keras.layers.Dense(hps.z_size, name="z_mean")(encoded)
         z_log_var = keras.layers.Dense(hps.z_size, name="z_log_var")(encoded)
         z = Sampling(name="z")([z_mean, z_log_var])

@@ -13,7 +13,10 @@ PRESETS = {
     "paper": HParams(),
     # The small sizes.
     "small": HParams(enc_rnn_size=128, dec_rnn_size=256, z_size=32),
-    # Trains in a few minutes on 2 CPU cores on the synthetic set.
+    # About 3-4 minutes on 2 CPU cores (JAX or TensorFlow) on the synthetic set. A higher learning
+    # rate, and a KL weight that rises faster than the paper's but stays low (0.17 after 2000
+    # steps): the latent is used enough for faithful reconstructions of all six shapes, at the
+    # cost of samples from the prior that are less clean.
     "demo": HParams(
         enc_rnn_size=64,
         dec_rnn_size=128,
@@ -21,10 +24,11 @@ PRESETS = {
         num_mixture=10,
         batch_size=64,
         max_seq_len=40,
+        learning_rate=3e-3,
         recurrent_dropout=0.0,
         kl_weight=0.5,
         kl_weight_start=0.01,
-        kl_decay_rate=0.99995,
+        kl_decay_rate=0.9998,
         augment=False,
         num_steps=2000,
         steps_per_epoch=200,

@@ -1,14 +1,19 @@
-"""An LSTM layer that runs in torch's fused LSTM kernel on the torch backend.
+"""`LSTM`: keras.layers.LSTM, fast on torch, and fast with an input that is constant over time.
 
-Keras 3.15's torch backend computes an LSTM on the CPU with a Python loop that
-reads one time step of the precomputed input projection per iteration
-(`x_proj[t]`). The backward of each such read allocates and zero-fills a
-gradient as large as the whole projection, so a training step costs O(T^2)
-in the sequence length T: 36.6 s instead of ~2.3 s for a sketch-rnn step of
-250 time steps (see `benchmarks/RESULTS_lstm.md`). `LSTM` below is
-`keras.layers.LSTM` with one change: on the torch backend, when the fused
-kernel computes exactly the same function, the sequence goes through
-`torch.lstm` (oneDNN on CPU, cuDNN on CUDA) instead.
+Two things make sketch-rnn's LSTMs slower than they need to be in Keras 3.15:
+
+- On the torch backend, Keras computes an LSTM on the CPU with a Python loop that reads one time
+  step of the precomputed input projection per iteration (`x_proj[t]`). The backward of each read
+  allocates and zero-fills a gradient as large as the whole projection, so a training step costs
+  O(T^2) in the sequence length T: 36.6 s instead of ~2.3 s for a sketch-rnn step of 250 steps
+  (`benchmarks/RESULTS_lstm.md`). `LSTM` runs such sequences in `torch.lstm` instead (oneDNN on
+  CPU, cuDNN on CUDA) whenever that computes the same function.
+- sketch-rnn's decoder reads `concat([stroke, z])` at every step, with `z` the same at every step,
+  so its input projection multiplies the same `z` by the same weights 250 times. Called with
+  `condition=z`, `LSTM` computes `z @ kernel_z + bias` once a sequence instead.
+
+Both are the same function as `keras.layers.LSTM`, with the same weights: a model saved with one
+loads into the other.
 """
 
 import keras
@@ -18,16 +23,23 @@ from keras import ops
 
 @keras.saving.register_keras_serializable(package="sketch_rnn")
 class LSTM(keras.layers.LSTM):
-    """`keras.layers.LSTM`, with torch's fused kernel on the torch backend.
+    """`keras.layers.LSTM`, with torch's fused kernel on torch, and an optional `condition`.
 
-    Same constructor, config and weights as `keras.layers.LSTM` (the same
-    weights load into either). On TensorFlow and JAX it is exactly
-    `keras.layers.LSTM`. On torch the sequence is computed by `torch.lstm`
-    when that is the same function: `activation="tanh"`,
-    `recurrent_activation="sigmoid"`, no mask, no recurrent dropout while
-    training, `unroll=False`, `use_cudnn` not `False`. Otherwise (and for
-    the backward copy inside `keras.layers.Bidirectional`, which is also this
-    class) Keras' own implementation runs.
+    Same constructor, config and weights as `keras.layers.LSTM` (the same weights load into
+    either), and the same function:
+
+    - Called as `keras.layers.LSTM` is, on TensorFlow and JAX it is exactly
+      `keras.layers.LSTM`. On torch the sequence is computed by `torch.lstm` when that is the
+      same function: `activation="tanh"`, `recurrent_activation="sigmoid"`, no mask, no recurrent
+      dropout while training, `unroll=False`, `use_cudnn` not `False`; otherwise Keras's own
+      loop runs. `keras.layers.Bidirectional(LSTM(...))` makes both directions of this class.
+    - `layer(sequences, condition=c)`, with `c` of shape `(batch, features_c)`, is
+      `layer(concat([sequences, c repeated at every step], axis=-1))`: the kernel has
+      `features + features_c` rows, as for that call. On TensorFlow and JAX the condition's
+      share of the input projection, `c @ kernel[features:] + bias`, is computed once, not at
+      every step (and recurrent dropout, when training, runs without Keras's per-step kernel
+      slicing); with a mask, input dropout while training, `stateful` or `unroll`, and on torch
+      (whose fused kernel is faster than any loop), the repeated condition is concatenated.
 
     >>> import numpy as np
     >>> from sketch_rnn.recurrent import LSTM
@@ -35,13 +47,32 @@ class LSTM(keras.layers.LSTM):
     >>> outputs, h, c = layer(np.zeros((2, 5, 3), "float32"))
     >>> tuple(outputs.shape), tuple(h.shape), tuple(c.shape)
     ((2, 5, 8), (2, 8), (2, 8))
+    >>> decoder = LSTM(8, return_sequences=True)
+    >>> tuple(decoder(np.zeros((2, 5, 3), "float32"), condition=np.ones((2, 4), "float32")).shape)
+    (2, 5, 8)
+    >>> tuple(decoder.cell.kernel.shape)   # 3 + 4 input features, 4 gates of 8 units
+    (7, 32)
     """
+
+    def call(self, sequences, initial_state=None, mask=None, training=False, condition=None):
+        if condition is not None:
+            condition = ops.cast(condition, sequences.dtype)
+        if self._scans(mask, training, condition):
+            return self._scan(sequences, condition, initial_state, training)
+        if condition is not None:
+            steps = ops.shape(sequences)[1]
+            repeated = ops.repeat(ops.expand_dims(condition, 1), steps, axis=1)
+            sequences = ops.concatenate([sequences, repeated], axis=-1)
+        return super().call(sequences, initial_state=initial_state, mask=mask, training=training)
+
+    def build(self, sequences_shape, initial_state_shape=None, condition_shape=None):
+        if condition_shape is not None:
+            sequences_shape = (*sequences_shape[:-1], sequences_shape[-1] + condition_shape[-1])
+        super().build(sequences_shape, initial_state_shape)
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
         if not self._uses_fused_kernel(mask, training):
-            return super().inner_loop(
-                sequences, initial_state, mask, training=training
-            )
+            return super().inner_loop(sequences, initial_state, mask, training=training)
         cell = self.cell
         if training and cell.dropout:
             # Same input dropout as keras.layers.LSTM: one mask for all steps.
@@ -66,10 +97,71 @@ class LSTM(keras.layers.LSTM):
             and self.use_cudnn in ("auto", True)
             and all(m is None for m in keras.tree.flatten(mask))
             and not (training and cell.recurrent_dropout)
+            and not (training and cell.dropout and cell.implementation == 1)
             and not self.unroll
             and cell.activation in (activations.tanh, ops.tanh)
             and cell.recurrent_activation in (activations.sigmoid, ops.sigmoid)
         )
+
+    def _scans(self, mask, training, condition):
+        """Whether `_scan` runs instead of Keras's loop: on TensorFlow and JAX, for a condition
+        (its projection is computed once) or for recurrent dropout while training (Keras then
+        slices the recurrent kernel in four at every step). On torch the fused kernel, fed the
+        repeated condition, is faster than any loop."""
+        cell = self.cell
+        recurrent_dropout = training and 0.0 < cell.recurrent_dropout < 1.0
+        return (
+            keras.backend.backend() != "torch"
+            and (condition is not None or recurrent_dropout)
+            and all(m is None for m in keras.tree.flatten(mask))
+            and not (training and cell.dropout)
+            and not self.stateful
+            and not self.unroll
+        )
+
+    def _scan(self, sequences, condition, initial_state, training):
+        """The LSTM over `concat([sequences, condition at every step])` (or `sequences` with no
+        condition) with `keras.ops.scan`; the condition's share of the input projection,
+        `condition @ kernel[features:] + bias`, is computed once."""
+        cell, units = self.cell, self.units
+        if initial_state is None:
+            initial_state = self.get_initial_state(ops.shape(sequences)[0])
+        h, c = (ops.cast(state, cell.compute_dtype) for state in initial_state)
+        features = sequences.shape[-1]
+        input_kernel = cell.kernel[:features]
+        gate_bias = 0.0 if condition is None else ops.matmul(condition, cell.kernel[features:])
+        if cell.use_bias:
+            gate_bias = gate_bias + cell.bias
+        masks = None
+        if cell.recurrent_dropout:
+            # keras.layers.LSTM's recurrent dropout: a mask of h for each gate, fixed over time,
+            # drawn at every call as Keras draws it (so the random stream is the same).
+            masks = cell.get_recurrent_dropout_mask(h)
+            cell.reset_recurrent_dropout_mask()
+        if training and 0.0 < cell.recurrent_dropout < 1.0:
+            # Split outside the loop: slicing the kernel at every step costs more than the products.
+            kernels = ops.split(cell.recurrent_kernel, 4, axis=1)
+        else:
+            masks = None
+
+        def step(state, inputs):
+            h, c = state
+            if masks is None:
+                z = ops.matmul(h, cell.recurrent_kernel)
+            else:
+                z = ops.concatenate([ops.matmul(h * m, k) for m, k in zip(masks, kernels)], axis=-1)
+            z = z + ops.matmul(inputs, input_kernel) + gate_bias
+            z_i, z_f, z_c, z_o = ops.split(z, 4, axis=-1)
+            c = cell.recurrent_activation(z_f) * c + cell.recurrent_activation(z_i) * cell.activation(z_c)
+            h = cell.recurrent_activation(z_o) * cell.activation(c)
+            return (h, c), (h, c)
+
+        inputs = ops.moveaxis(sequences, 1, 0)
+        if self.go_backwards:
+            inputs = ops.flip(inputs, axis=0)
+        (h, c), (outputs, _) = ops.scan(step, (h, c), inputs)
+        output = ops.moveaxis(outputs, 0, 1) if self.return_sequences else h
+        return (output, h, c) if self.return_state else output
 
 
 def _torch_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias):

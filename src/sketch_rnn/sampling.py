@@ -96,8 +96,8 @@ def decode(model, z=None, n=None, temperature=1.0, seed=0, scale=1.0):
     >>> from sketch_rnn import presets
     >>> from sketch_rnn.model import build_model
     >>> model = build_model(presets.get("tiny"))
-    >>> [s.shape[1] for s in decode(model, z=np.zeros((2, 4), "float32"), seed=1)]
-    [3, 3]
+    >>> [s.dtype.name for s in decode(model, z=np.zeros((2, 4), "float32"), seed=1)]
+    ['float32', 'float32']
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -105,15 +105,14 @@ def decode(model, z=None, n=None, temperature=1.0, seed=0, scale=1.0):
     cell = model.get_layer("decoder").cell
     head = model.get_layer("mdn_head")
     num_mixture = (head.units - 3) // 6
-    if _is_conditional(model):
-        if z is None:
-            raise ValueError("a conditional model decodes latent codes: pass z")
+    conditional = _is_conditional(model)
+    if conditional != (z is not None) or (not conditional and n is None):
+        raise ValueError("a conditional model decodes codes z; an unconditional one decodes n sketches")
+    if z is not None:
         z = np.asarray(z, dtype=np.float32)
         n = len(z)
         state = ops.split(model.get_layer("init_state")(z), 2, axis=-1)
     else:
-        if n is None:
-            raise ValueError("an unconditional model decodes from its zero state: pass n")
         state = [ops.zeros((n, cell.units))] * 2
     max_len = _max_len(model)
     points = np.zeros((n, max_len, 5), dtype=np.float32)
