@@ -1,4 +1,5 @@
-"""Tests for sketch_rnn.recurrent.LSTM: equal to keras.layers.LSTM on every backend, fused on torch."""
+"""Tests for sketch_rnn.recurrent.LSTM: the same as keras.layers.LSTM on every backend (outputs, states,
+gradients, random stream, saved files), and which path computes it: torch's fused kernel, our loop or Keras's."""
 
 import keras
 import numpy as np
@@ -15,17 +16,28 @@ TORCH = keras.backend.backend() == "torch"
 
 
 @pytest.fixture
-def fused_calls(monkeypatch):
-    """Records every call of the torch fused kernel (there are none off torch)."""
-    calls = []
-    original = recurrent._torch_lstm
+def calls(monkeypatch):
+    """Which of our paths ran: `calls["fused"]` (torch.lstm, torch only) and `calls["loop"]`
+    (our step in Keras's loop, TensorFlow and JAX only) list one entry a call; neither ran:
+    keras.layers.LSTM's own code."""
+    calls = {"fused": [], "loop": []}
+    fused, loop = recurrent._torch_lstm, LSTM._loop
 
-    def spy(*args):
-        calls.append(args)
-        return original(*args)
+    def fused_spy(*args):
+        calls["fused"].append(args)
+        return fused(*args)
 
-    monkeypatch.setattr(recurrent, "_torch_lstm", spy)
+    def loop_spy(self, *args):
+        calls["loop"].append(args)
+        return loop(self, *args)
+
+    monkeypatch.setattr(recurrent, "_torch_lstm", fused_spy)
+    monkeypatch.setattr(LSTM, "_loop", loop_spy)
     return calls
+
+
+def ran(calls):
+    return {name for name, made in calls.items() if made}
 
 
 def twins(make, input_shape=(None, STEPS, FEATURES)):
@@ -102,72 +114,71 @@ def assert_same(theirs, ours, arrays, their_forward=plain_call, our_forward=plai
 
 CONFIGS = {
     "last output": {},
-    "sequences": dict(return_sequences=True),
-    "state": dict(return_state=True),
     "sequences and state": dict(return_sequences=True, return_state=True),
-    "backwards": dict(go_backwards=True),
     "backwards, sequences and state": dict(go_backwards=True, return_sequences=True, return_state=True),
     "no bias": dict(use_bias=False, return_sequences=True),
 }
 
 
 @pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
-def test_equals_keras_lstm_outputs_states_and_gradients(config, fused_calls):
+def test_equals_keras_lstm_outputs_states_and_gradients(config, calls):
     theirs, ours = twins(lambda cls: cls(UNITS, unit_forget_bias=False, bias_initializer="random_normal", **config))
     assert_same(theirs, ours, [X])
-    assert bool(fused_calls) == TORCH
+    assert ran(calls) == ({"fused"} if TORCH else set())
 
 
-def test_equals_keras_lstm_with_initial_state(fused_calls):
+def test_equals_keras_lstm_with_initial_state(calls):
     theirs, ours = twins(lambda cls: cls(UNITS, return_sequences=True, return_state=True, go_backwards=True))
     assert_same(theirs, ours, [X, STATES[0], STATES[1]])
-    assert bool(fused_calls) == TORCH
+    assert ran(calls) == ({"fused"} if TORCH else set())
 
 
-def test_bidirectional_clones_our_class_and_equals_keras(fused_calls):
+def test_bidirectional_clones_our_class_and_equals_keras(calls):
     theirs, ours = twins(
         lambda cls: keras.layers.Bidirectional(cls(UNITS, return_sequences=True, return_state=True)))
     assert type(ours.forward_layer) is LSTM and type(ours.backward_layer) is LSTM
     assert ours.backward_layer.go_backwards and not ours.forward_layer.go_backwards
-    assert_same(theirs, ours, [X])
     assert_same(theirs, ours, [X] + STATES)
-    assert {call[0].shape[1] for call in fused_calls} == ({STEPS} if TORCH else set())
+    assert ran(calls) == ({"fused"} if TORCH else set())
+    assert all(args[0].shape[1] == STEPS for args in calls["fused"])
 
 
-def test_input_dropout_in_training_matches_keras(fused_calls):
+def test_input_dropout_in_training_matches_keras(calls):
     theirs, ours = twins(lambda cls: cls(UNITS, dropout=0.5, seed=7, return_sequences=True))
     expected, actual = theirs(X, training=True), ours(X, training=True)
     np.testing.assert_allclose(ops.convert_to_numpy(actual), ops.convert_to_numpy(expected), rtol=1e-5, atol=1e-5)
-    assert bool(fused_calls) == TORCH
+    assert ran(calls) == ({"fused"} if TORCH else set())
 
 
-def test_recurrent_dropout_in_training_falls_back_to_keras(fused_calls):
-    theirs, ours = twins(lambda cls: cls(UNITS, recurrent_dropout=0.5, seed=7, return_sequences=True))
-    expected, actual = theirs(X, training=True), ours(X, training=True)
-    np.testing.assert_allclose(ops.convert_to_numpy(actual), ops.convert_to_numpy(expected), rtol=1e-5, atol=1e-5)
-    assert not fused_calls
-    assert_same(theirs, ours, [X])  # not training: recurrent dropout is off, so the fused kernel is exact
-    assert bool(fused_calls) == TORCH
+def test_recurrent_dropout_in_training_matches_keras(calls):
+    theirs, ours = twins(lambda cls: cls(UNITS, recurrent_dropout=0.5, seed=7, return_sequences=True, return_state=True))
+    for training in (False, True):  # the same masks, call after call
+        for e, a in zip(theirs(X, training=training), ours(X, training=training)):
+            np.testing.assert_allclose(ops.convert_to_numpy(a), ops.convert_to_numpy(e), rtol=1e-5, atol=1e-5)
+    assert_same(theirs, ours, [X, STATES[0], STATES[1]], training=True)
+    # Training: on torch Keras's loop (no fused kernel has this dropout), elsewhere our loop, which
+    # does not slice the recurrent kernel at every step as Keras's does. Not training: as Keras.
+    assert len(calls["loop"]) == (0 if TORCH else 2) and len(calls["fused"]) == (1 if TORCH else 0)
 
 
-def test_mask_falls_back_to_keras(fused_calls):
+def test_mask_falls_back_to_keras(calls):
     mask = np.arange(STEPS)[None, :] < np.array([[STEPS], [3], [1]])
     theirs, ours = twins(lambda cls: cls(UNITS, return_sequences=True, return_state=True))
     for e, a in zip(theirs(X, mask=mask), ours(X, mask=mask)):
         np.testing.assert_allclose(ops.convert_to_numpy(a), ops.convert_to_numpy(e), rtol=1e-5, atol=1e-5)
     model = keras.Sequential([keras.Input((STEPS, FEATURES)), keras.layers.Masking(0.0), LSTM(UNITS)])
     model(X)
-    assert not fused_calls
+    assert not ran(calls)
 
 
 @pytest.mark.parametrize(
     "config",
     [dict(activation="relu"), dict(recurrent_activation="hard_sigmoid"), dict(unroll=True), dict(use_cudnn=False)],
     ids=["relu", "hard_sigmoid", "unroll", "use_cudnn=False"])
-def test_other_configurations_fall_back_to_keras(config, fused_calls):
+def test_other_configurations_fall_back_to_keras(config, calls):
     theirs, ours = twins(lambda cls: cls(UNITS, return_sequences=True, **config))
     np.testing.assert_allclose(ops.convert_to_numpy(ours(X)), ops.convert_to_numpy(theirs(X)), rtol=1e-5, atol=1e-5)
-    assert not fused_calls
+    assert not ran(calls)
 
 
 def test_stateful_carries_state_like_keras():
@@ -208,29 +219,42 @@ CONDITION_CONFIGS = {
 
 
 @pytest.mark.parametrize("config", CONDITION_CONFIGS.values(), ids=CONDITION_CONFIGS.keys())
-def test_condition_equals_keras_lstm_on_the_repeated_condition(config, fused_calls):
+def test_condition_equals_keras_lstm_on_the_repeated_condition(config, calls):
     theirs, ours = twins(lambda cls: cls(UNITS, bias_initializer="random_normal", **config),
                          input_shape=(None, STEPS, FEATURES + 3))
     assert_same(theirs, ours, [X, CONDITION, STATES[0], STATES[1]], concat_call, condition_call)
-    assert bool(fused_calls) == (TORCH and "activation" not in config)
+    if TORCH:
+        assert ran(calls) == (set() if "activation" in config else {"fused"})
+    else:
+        assert ran(calls) == {"loop"}
 
 
 def test_condition_with_recurrent_dropout_matches_keras_in_training():
     theirs, ours = twins(lambda cls: cls(UNITS, recurrent_dropout=0.5, seed=7, return_sequences=True),
                          input_shape=(None, STEPS, FEATURES + 3))
-    for training in (False, True, True):  # the same random stream, call after call
+    for training in (False, True):  # the same random stream, call after call
         expected = theirs(repeated(X, CONDITION), training=training)
         actual = ours(X, condition=CONDITION, training=training)
         np.testing.assert_allclose(ops.convert_to_numpy(actual), ops.convert_to_numpy(expected), rtol=1e-5, atol=1e-5)
     assert_same(theirs, ours, [X, CONDITION], concat_call, condition_call, training=True)
 
 
-def test_condition_with_a_mask_falls_back_to_the_concatenation():
+def test_condition_with_a_mask_equals_keras_lstm_on_the_repeated_condition(calls):
     mask = np.arange(STEPS)[None, :] < np.array([[STEPS], [3], [1]])
     theirs, ours = twins(lambda cls: cls(UNITS, return_sequences=True), input_shape=(None, STEPS, FEATURES + 3))
     expected = theirs(repeated(X, CONDITION), mask=mask)
     actual = ours(X, condition=CONDITION, mask=mask)
     np.testing.assert_allclose(ops.convert_to_numpy(actual), ops.convert_to_numpy(expected), rtol=1e-5, atol=1e-5)
+    assert ran(calls) == (set() if TORCH else {"loop"})
+
+
+@pytest.mark.skipif(TORCH, reason="jit_compile on torch is torch.compile, not what this checks")
+def test_trains_under_jit_compile():
+    inputs, condition = keras.Input((STEPS, FEATURES)), keras.Input((3,))
+    hidden = LSTM(UNITS, recurrent_dropout=0.5, return_sequences=True)(inputs)
+    model = keras.Model([inputs, condition], LSTM(UNITS)(hidden, condition=condition))
+    model.compile(optimizer="sgd", loss="mse", jit_compile=True)  # XLA on TensorFlow
+    model.train_on_batch([X, CONDITION], np.ones((BATCH, UNITS), "float32"))
 
 
 def test_saved_model_round_trips_and_weights_load_into_keras_lstm(tmp_path):

@@ -84,16 +84,18 @@ def test_reconstruct_writes_pairs(run):
 
 
 def test_interpolate_writes_a_strip(run):
-    main(["interpolate", "--out", str(run), "--steps", "4", "--pair", "0", "1"])
+    main(["interpolate", "--out", str(run), "--n", "4", "--pair", "0", "1"])
     assert len(png_shape(run / "interpolate" / "strip.png")) == 3
     assert len(list((run / "interpolate").glob("*.svg"))) == 6  # the two sketches and 4 between
 
 
-def test_unconditional_run_samples_but_has_no_encoder(tmp_path, capsys):
+def test_unconditional_run_trains_and_samples_but_has_no_encoder(tmp_path, capsys):
     out = tmp_path / "run"
-    main(TRAIN + ["--unconditional", "--steps", "2", "--out", str(out)])
+    main(TRAIN + ["--unconditional", "--out", str(out)])
     assert json.loads((out / "config.json").read_text())["hparams"]["conditional"] is False
-    assert "kl" not in history(out)[0]
+    rows = history(out)
+    assert {"offset", "pen", "val_offset"} <= set(rows[0]) and "kl" not in rows[0]
+    assert all(np.isfinite(row["loss"]) for row in rows)
     assert (out / "samples.png").exists() and not (out / "reconstructions.png").exists()
     with pytest.raises(SystemExit) as exit_info:
         main(["reconstruct", "--out", str(out)])

@@ -61,13 +61,9 @@ def test_encoder_reads_each_sketch_to_its_end_like_a_masked_bidirectional_lstm()
     assert (sketch[..., 4] == 1).any()  # some padding was skipped
 
 
-def test_unconditional_model_trains_and_samples():
-    hps = dataclasses.replace(TINY, conditional=False, learning_rate=1e-2)
-    model = build_model(hps)
-    x, y = next(batches(hps))
-    history = model.fit(x, y, batch_size=len(x), epochs=10, verbose=0).history  # one batch, again
-    assert set(history) == {"loss", "offset", "pen"}
-    assert history["loss"][-1] < history["loss"][0] - 0.3
+def test_unconditional_model_has_no_encoder_and_samples():
+    model = build_model(dataclasses.replace(TINY, conditional=False))
+    assert model.tap_names == ()
     for sketch in sampling.sample(model, n=3, seed=0):
         assert np.isfinite(sketch).all() and sketch[-1, 2] == 1
     with pytest.raises(ValueError, match="unconditional"):
@@ -124,5 +120,6 @@ def test_save_load_round_trip(trained, tmp_path):
     model.save(tmp_path / "model.keras")
     loaded = keras.models.load_model(tmp_path / "model.keras")
     x, _ = next(batches(seed=1))
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)), keras.ops.convert_to_numpy(model(x)), rtol=1e-5, atol=1e-6)
+    before, after = (keras.ops.convert_to_numpy(m(x)) for m in (model, loaded))
+    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-6)
     assert int(keras.ops.convert_to_numpy(loaded.step.value)) == 40

@@ -304,8 +304,7 @@ def sample(args):
 
 
 def _split(args, config):
-    hps = HParams(**config["hparams"])
-    sketches = _load(config["data"], hps.max_seq_len)
+    sketches = _load(config["data"], config["hparams"]["max_seq_len"])
     return getattr(sketches, args.split), getattr(sketches, f"{args.split}_labels")
 
 
@@ -326,7 +325,7 @@ def interpolate(args):
     if len(indices) < 2 or not all(0 <= i < len(sketches) for i in indices):
         raise ValueError(f"cannot pick sketches {indices} of the {len(sketches)} in the {args.split} split")
     pair = [sketches[i] for i in indices]
-    strip = _interpolation(model, pair, args.steps, args.temperature, args.seed, config["scale"])
+    strip = _interpolation(model, pair, args.n, args.temperature, args.seed, config["scale"])
     _write_sketches(strip, Path(args.out) / "interpolate", lambda f: render.strip(strip, f / "strip.png"))
 
 
@@ -366,7 +365,7 @@ def _parser():
     between = commands.add_parser("interpolate", help="decode codes between two sketches into OUT/interpolate/")
     between.add_argument("--pair", type=int, nargs=2, metavar=("I", "J"),
                          help="indices of the two sketches in the split (default: the first of two classes)")
-    between.add_argument("--steps", type=_positive(int), default=8, help="sketches in the strip")
+    between.add_argument("--n", type=_positive(int), default=8, help="sketches decoded between the two")
     between.set_defaults(run=interpolate)
 
     for command in (fit, draw, rebuild, between):

@@ -1,6 +1,4 @@
-"""`LSTM`: keras.layers.LSTM, fast on torch, and fast with an input that is constant over time.
-
-Two things make sketch-rnn's LSTMs slower than they need to be in Keras 3.15:
+"""`LSTM`: keras.layers.LSTM, without three avoidable costs of Keras 3.15 on sketch-rnn.
 
 - On the torch backend, Keras computes an LSTM on the CPU with a Python loop that reads one time
   step of the precomputed input projection per iteration (`x_proj[t]`). The backward of each read
@@ -11,35 +9,40 @@ Two things make sketch-rnn's LSTMs slower than they need to be in Keras 3.15:
 - sketch-rnn's decoder reads `concat([stroke, z])` at every step, with `z` the same at every step,
   so its input projection multiplies the same `z` by the same weights 250 times. Called with
   `condition=z`, `LSTM` computes `z @ kernel_z + bias` once a sequence instead.
+- With recurrent dropout, Keras's LSTM cell slices its recurrent kernel in four at every step
+  (and the backward adds four kernel-sized gradients a step): on TensorFlow this costs ~75% of
+  the loop. `LSTM` splits the kernel once, before the loop, on TensorFlow and JAX.
 
-Both are the same function as `keras.layers.LSTM`, with the same weights: a model saved with one
-loads into the other.
+Each is the same function as `keras.layers.LSTM` (the same outputs, gradients and dropout masks),
+with the same weights: a model saved with one loads into the other.
 """
 
 import keras
 from keras import activations
 from keras import ops
+from keras.src import backend as keras_backend  # for keras.src.backend.rnn, the loop of Keras's RNN layers
 
 
 @keras.saving.register_keras_serializable(package="sketch_rnn")
 class LSTM(keras.layers.LSTM):
-    """`keras.layers.LSTM`, with torch's fused kernel on torch, and an optional `condition`.
+    """`keras.layers.LSTM`, with torch's fused kernel, an optional `condition`, cheaper dropout.
 
     Same constructor, config and weights as `keras.layers.LSTM` (the same weights load into
-    either), and the same function:
+    either), and the same function. Which loop computes it:
 
-    - Called as `keras.layers.LSTM` is, on TensorFlow and JAX it is exactly
-      `keras.layers.LSTM`. On torch the sequence is computed by `torch.lstm` when that is the
-      same function: `activation="tanh"`, `recurrent_activation="sigmoid"`, no mask, no recurrent
-      dropout while training, `unroll=False`, `use_cudnn` not `False`; otherwise Keras's own
-      loop runs. `keras.layers.Bidirectional(LSTM(...))` makes both directions of this class.
-    - `layer(sequences, condition=c)`, with `c` of shape `(batch, features_c)`, is
-      `layer(concat([sequences, c repeated at every step], axis=-1))`: the kernel has
-      `features + features_c` rows, as for that call. On TensorFlow and JAX the condition's
-      share of the input projection, `c @ kernel[features:] + bias`, is computed once, not at
-      every step (and recurrent dropout, when training, runs without Keras's per-step kernel
-      slicing); with a mask, input dropout while training, `stateful` or `unroll`, and on torch
-      (whose fused kernel is faster than any loop), the repeated condition is concatenated.
+    - torch: `torch.lstm` when that is the same function (`activation="tanh"`,
+      `recurrent_activation="sigmoid"`, no mask, no recurrent dropout while training,
+      `unroll=False`, `use_cudnn` not `False`), else Keras's loop.
+      `keras.layers.Bidirectional(LSTM(...))` makes both directions of this class.
+    - TensorFlow and JAX: Keras's loop (exactly `keras.layers.LSTM`), except with a `condition` or
+      with recurrent dropout while training, where `keras.ops.scan` runs the cell with the
+      condition's projection computed once and the recurrent kernel split once (unless there is a
+      mask, input dropout, `stateful` or `unroll`: then Keras's loop).
+
+    `layer(sequences, condition=c)`, with `c` of shape `(batch, features_c)`, is
+    `layer(concat([sequences, c repeated at every step], axis=-1))`: the kernel has
+    `features + features_c` rows, as for that call (on torch that concatenation is what runs:
+    the fused kernel beats any loop).
 
     >>> import numpy as np
     >>> from sketch_rnn.recurrent import LSTM
@@ -57,8 +60,8 @@ class LSTM(keras.layers.LSTM):
     def call(self, sequences, initial_state=None, mask=None, training=False, condition=None):
         if condition is not None:
             condition = ops.cast(condition, sequences.dtype)
-        if self._scans(mask, training, condition):
-            return self._scan(sequences, condition, initial_state, training)
+        if self._runs_own_loop(training, condition):
+            return self._loop(sequences, condition, initial_state, mask, training)
         if condition is not None:
             steps = ops.shape(sequences)[1]
             repeated = ops.repeat(ops.expand_dims(condition, 1), steps, axis=1)
@@ -97,36 +100,32 @@ class LSTM(keras.layers.LSTM):
             and self.use_cudnn in ("auto", True)
             and all(m is None for m in keras.tree.flatten(mask))
             and not (training and cell.recurrent_dropout)
-            and not (training and cell.dropout and cell.implementation == 1)
             and not self.unroll
             and cell.activation in (activations.tanh, ops.tanh)
             and cell.recurrent_activation in (activations.sigmoid, ops.sigmoid)
         )
 
-    def _scans(self, mask, training, condition):
-        """Whether `_scan` runs instead of Keras's loop: on TensorFlow and JAX, for a condition
-        (its projection is computed once) or for recurrent dropout while training (Keras then
-        slices the recurrent kernel in four at every step). On torch the fused kernel, fed the
-        repeated condition, is faster than any loop."""
+    def _runs_own_loop(self, training, condition):
+        """Whether `_loop` runs instead of Keras's (see the class docstring)."""
         cell = self.cell
         recurrent_dropout = training and 0.0 < cell.recurrent_dropout < 1.0
         return (
             keras.backend.backend() != "torch"
             and (condition is not None or recurrent_dropout)
-            and all(m is None for m in keras.tree.flatten(mask))
-            and not (training and cell.dropout)
+            and not cell.dropout
             and not self.stateful
             and not self.unroll
         )
 
-    def _scan(self, sequences, condition, initial_state, training):
+    def _loop(self, sequences, condition, initial_state, mask, training):
         """The LSTM over `concat([sequences, condition at every step])` (or `sequences` with no
-        condition) with `keras.ops.scan`; the condition's share of the input projection,
-        `condition @ kernel[features:] + bias`, is computed once."""
+        condition), run by the loop Keras's RNN layers run (`keras.src.backend.rnn`: the same
+        masking and `go_backwards`); the condition's share of the input projection,
+        `condition @ kernel[features:] + bias`, is computed once, before the loop."""
         cell, units = self.cell, self.units
         if initial_state is None:
             initial_state = self.get_initial_state(ops.shape(sequences)[0])
-        h, c = (ops.cast(state, cell.compute_dtype) for state in initial_state)
+        h0, c0 = (ops.cast(state, cell.compute_dtype) for state in initial_state)
         features = sequences.shape[-1]
         input_kernel = cell.kernel[:features]
         gate_bias = 0.0 if condition is None else ops.matmul(condition, cell.kernel[features:])
@@ -136,7 +135,7 @@ class LSTM(keras.layers.LSTM):
         if cell.recurrent_dropout:
             # keras.layers.LSTM's recurrent dropout: a mask of h for each gate, fixed over time,
             # drawn at every call as Keras draws it (so the random stream is the same).
-            masks = cell.get_recurrent_dropout_mask(h)
+            masks = cell.get_recurrent_dropout_mask(h0)
             cell.reset_recurrent_dropout_mask()
         if training and 0.0 < cell.recurrent_dropout < 1.0:
             # Split outside the loop: slicing the kernel at every step costs more than the products.
@@ -144,8 +143,8 @@ class LSTM(keras.layers.LSTM):
         else:
             masks = None
 
-        def step(state, inputs):
-            h, c = state
+        def step(inputs, states):
+            h, c = states[0], states[1]
             if masks is None:
                 z = ops.matmul(h, cell.recurrent_kernel)
             else:
@@ -154,13 +153,21 @@ class LSTM(keras.layers.LSTM):
             z_i, z_f, z_c, z_o = ops.split(z, 4, axis=-1)
             c = cell.recurrent_activation(z_f) * c + cell.recurrent_activation(z_i) * cell.activation(z_c)
             h = cell.recurrent_activation(z_o) * cell.activation(c)
-            return (h, c), (h, c)
+            return h, [h, c]
 
-        inputs = ops.moveaxis(sequences, 1, 0)
-        if self.go_backwards:
-            inputs = ops.flip(inputs, axis=0)
-        (h, c), (outputs, _) = ops.scan(step, (h, c), inputs)
-        output = ops.moveaxis(outputs, 0, 1) if self.return_sequences else h
+        if keras.tree.is_nested(mask):
+            mask = mask[0]
+        last, outputs, (h, c) = keras_backend.rnn(
+            step,
+            sequences,
+            [h0, c0],
+            go_backwards=self.go_backwards,
+            mask=mask,
+            input_length=sequences.shape[1],
+            zero_output_for_mask=self.zero_output_for_mask,
+            return_all_outputs=self.return_sequences,
+        )
+        output = outputs if self.return_sequences else last
         return (output, h, c) if self.return_state else output
 
 
