@@ -50,20 +50,6 @@ PICTURE_TEMPERATURE = 0.1
 # --- files ---------------------------------------------------------------------------------------
 
 
-def _write_atomic(path, payload):
-    """Write bytes to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(payload)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-    return path
-
-
 def _save_model(model, path):
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
     os.close(descriptor)
@@ -82,7 +68,7 @@ def _write_history(rows, path):
     writer = csv.DictWriter(text, fieldnames=fields)
     writer.writeheader()
     writer.writerows(rows)
-    _write_atomic(path, text.getvalue().encode())
+    render.write_atomic(path, text.getvalue().encode())
 
 
 def _read_history(path):
@@ -113,7 +99,7 @@ def _plot_losses(rows, path):
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
-    _write_atomic(path, buffer.getvalue())
+    render.write_atomic(path, buffer.getvalue())
 
 
 # --- data ----------------------------------------------------------------------------------------
@@ -210,7 +196,7 @@ class _Checkpoint(keras.callbacks.Callback):
         self.rows.append({"step": step, "epoch": epoch + 1, **logs, "lr": rate})
         self.config["step"] = step
         _save_model(self.model, self.out / "model.keras")
-        _write_atomic(self.out / "config.json", json.dumps(self.config, indent=2).encode())
+        render.write_atomic(self.out / "config.json", json.dumps(self.config, indent=2).encode())
         _write_history(self.rows, self.out / "history.csv")
         _plot_losses(self.rows, self.out / "losses.png")
 

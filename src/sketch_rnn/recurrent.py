@@ -32,12 +32,16 @@ class LSTM(keras.layers.LSTM):
 
     - torch: `torch.lstm` when that is the same function (`activation="tanh"`,
       `recurrent_activation="sigmoid"`, no mask, no recurrent dropout while training,
-      `unroll=False`, `use_cudnn` not `False`), else Keras's loop.
-      `keras.layers.Bidirectional(LSTM(...))` makes both directions of this class.
-    - TensorFlow and JAX: Keras's loop (exactly `keras.layers.LSTM`), except with a `condition` or
-      with recurrent dropout while training, where `keras.ops.scan` runs the cell with the
-      condition's projection computed once and the recurrent kernel split once (unless there is a
-      mask, input dropout, `stateful` or `unroll`: then Keras's loop).
+      `unroll=False`, `use_cudnn` not `False`). `keras.layers.Bidirectional(LSTM(...))` makes
+      both directions of this class.
+    - With recurrent dropout while training (any backend), and with a `condition` on TensorFlow
+      and JAX: Keras's own loop (`keras.src.backend.rnn`, with its masking and `go_backwards`)
+      runs our step, which splits the recurrent kernel once, not at every step as Keras's cell
+      does, and adds the condition's projection computed once. Not with input dropout,
+      `stateful` or `unroll`.
+    - Otherwise: `keras.layers.LSTM`'s code (on the concatenation, with a condition). So, on
+      TensorFlow and JAX, called as `keras.layers.LSTM` is and not training with recurrent
+      dropout, it is exactly `keras.layers.LSTM`.
 
     `layer(sequences, condition=c)`, with `c` of shape `(batch, features_c)`, is
     `layer(concat([sequences, c repeated at every step], axis=-1))`: the kernel has
@@ -106,16 +110,16 @@ class LSTM(keras.layers.LSTM):
         )
 
     def _runs_own_loop(self, training, condition):
-        """Whether `_loop` runs instead of Keras's (see the class docstring)."""
+        """Whether our step runs in Keras's loop (`_loop`) instead of keras.layers.LSTM's code:
+        for recurrent dropout while training (Keras's cell then slices its recurrent kernel in
+        four at every step, and no fused kernel has this dropout), and for a condition except
+        on torch (whose fused kernel, fed the repeated condition, is faster than any loop)."""
         cell = self.cell
-        recurrent_dropout = training and 0.0 < cell.recurrent_dropout < 1.0
-        return (
-            keras.backend.backend() != "torch"
-            and (condition is not None or recurrent_dropout)
-            and not cell.dropout
-            and not self.stateful
-            and not self.unroll
-        )
+        if cell.dropout or self.stateful or self.unroll:
+            return False
+        if training and 0.0 < cell.recurrent_dropout < 1.0:
+            return True
+        return condition is not None and keras.backend.backend() != "torch"
 
     def _loop(self, sequences, condition, initial_state, mask, training):
         """The LSTM over `concat([sequences, condition at every step])` (or `sequences` with no

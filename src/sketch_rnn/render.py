@@ -32,8 +32,15 @@ def _fit_box(lines):
     return float(x0), float(y0), side
 
 
-def _write_atomic(path, data):
-    """Write ``data`` (bytes) to ``path`` through a temporary file and ``os.replace``."""
+def write_atomic(path, data):
+    """Write ``data`` (bytes) to ``path`` through a temporary file and ``os.replace``: a reader
+    never sees a half-written file. Returns the path.
+
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "note.txt"
+    >>> write_atomic(target, b"hello").read_bytes()
+    b'hello'
+    """
     path = Path(path)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -79,7 +86,7 @@ def to_svg(strokes, path=None, size=256, stroke_width=2.0):
     """
     text = _svg_sketch(strokes, size, stroke_width, 'xmlns="http://www.w3.org/2000/svg" ')
     if path is not None:
-        _write_atomic(path, text.encode())
+        write_atomic(path, text.encode())
     return text
 
 
@@ -145,7 +152,7 @@ def to_png(strokes, path, size=256, stroke_width=2.0):
     'l.png'
     >>> folder.cleanup()
     """
-    return _write_atomic(path, _png_table([[strokes]], None, size, stroke_width))
+    return write_atomic(path, _png_table([[strokes]], None, size, stroke_width))
 
 
 # --- tables ------------------------------------------------------------------------------------
@@ -155,9 +162,9 @@ def _write_table(rows, path, titles=None, cell_size=128):
     """Write a table of sketches to ``path`` as PNG or SVG, chosen by its extension."""
     suffix = Path(path).suffix.lower()
     if suffix == ".png":
-        return _write_atomic(path, _png_table(rows, titles, cell_size))
+        return write_atomic(path, _png_table(rows, titles, cell_size))
     if suffix == ".svg":
-        return _write_atomic(path, _svg_table(rows, titles, cell_size).encode())
+        return write_atomic(path, _svg_table(rows, titles, cell_size).encode())
     raise ValueError(f"{path}: cannot tell the image format; use a .png or .svg file name")
 
 
