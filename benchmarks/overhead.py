@@ -92,13 +92,15 @@ def main():
     parser.add_argument("--steps", type=int, default=300, help="steps per timed fit")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--jit", nargs="+", default=["auto", "true"], choices=["auto", "true"],
+                        help="jit_compile settings to run (torch.compile takes ~1 min a model)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     n = args.steps * args.batch_size
     x = rng.normal(size=(n, 128)).astype("float32")
     y = keras.utils.to_categorical(rng.integers(0, 10, n), 10).astype("float32")
     print(f"backend={keras.backend.backend()} batch={args.batch_size} steps/fit={args.steps}")
-    for jit_compile in ("auto", True):
+    for jit_compile in [{"auto": "auto", "true": True}[j] for j in args.jit]:
         models = {
             "lossweave": lossweave_model(jit_compile),
             "unguarded": lossweave_model(jit_compile, check_finite=False),

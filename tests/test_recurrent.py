@@ -17,9 +17,8 @@ TORCH = keras.backend.backend() == "torch"
 
 @pytest.fixture
 def calls(monkeypatch):
-    """Which of our paths ran: `calls["fused"]` (torch.lstm, torch only) and `calls["loop"]`
-    (our step in Keras's loop, TensorFlow and JAX only) list one entry a call; neither ran:
-    keras.layers.LSTM's own code."""
+    """Which of our paths ran: `calls["fused"]` (torch.lstm) and `calls["loop"]` (our step in
+    Keras's loop) list one entry a call; neither ran: keras.layers.LSTM's own code."""
     calls = {"fused": [], "loop": []}
     fused, loop = recurrent._torch_lstm, LSTM._loop
 
@@ -156,9 +155,17 @@ def test_recurrent_dropout_in_training_matches_keras(calls):
         for e, a in zip(theirs(X, training=training), ours(X, training=training)):
             np.testing.assert_allclose(ops.convert_to_numpy(a), ops.convert_to_numpy(e), rtol=1e-5, atol=1e-5)
     assert_same(theirs, ours, [X, STATES[0], STATES[1]], training=True)
-    # Training: on torch Keras's loop (no fused kernel has this dropout), elsewhere our loop, which
-    # does not slice the recurrent kernel at every step as Keras's does. Not training: as Keras.
-    assert len(calls["loop"]) == (0 if TORCH else 2) and len(calls["fused"]) == (1 if TORCH else 0)
+    # Training: our step, which does not slice the recurrent kernel at every step as Keras's does
+    # (no fused kernel has this dropout). Not training: keras.layers.LSTM's (fused on torch).
+    assert len(calls["loop"]) == 2 and len(calls["fused"]) == (1 if TORCH else 0)
+
+
+def test_recurrent_dropout_with_a_mask_in_training_matches_keras(calls):
+    mask = np.arange(STEPS)[None, :] < np.array([[STEPS], [3], [1]])
+    theirs, ours = twins(lambda cls: cls(UNITS, recurrent_dropout=0.5, seed=7, go_backwards=True, return_sequences=True))
+    expected, actual = theirs(X, mask=mask, training=True), ours(X, mask=mask, training=True)
+    np.testing.assert_allclose(ops.convert_to_numpy(actual), ops.convert_to_numpy(expected), rtol=1e-5, atol=1e-5)
+    assert ran(calls) == {"loop"}
 
 
 def test_mask_falls_back_to_keras(calls):

@@ -126,7 +126,7 @@ class LSTM(keras.layers.LSTM):
         condition), run by the loop Keras's RNN layers run (`keras.src.backend.rnn`: the same
         masking and `go_backwards`); the condition's share of the input projection,
         `condition @ kernel[features:] + bias`, is computed once, before the loop."""
-        cell, units = self.cell, self.units
+        cell = self.cell
         if initial_state is None:
             initial_state = self.get_initial_state(ops.shape(sequences)[0])
         h0, c0 = (ops.cast(state, cell.compute_dtype) for state in initial_state)
@@ -135,17 +135,14 @@ class LSTM(keras.layers.LSTM):
         gate_bias = 0.0 if condition is None else ops.matmul(condition, cell.kernel[features:])
         if cell.use_bias:
             gate_bias = gate_bias + cell.bias
-        masks = None
-        if cell.recurrent_dropout:
-            # keras.layers.LSTM's recurrent dropout: a mask of h for each gate, fixed over time,
-            # drawn at every call as Keras draws it (so the random stream is the same).
-            masks = cell.get_recurrent_dropout_mask(h0)
-            cell.reset_recurrent_dropout_mask()
-        if training and 0.0 < cell.recurrent_dropout < 1.0:
-            # Split outside the loop: slicing the kernel at every step costs more than the products.
-            kernels = ops.split(cell.recurrent_kernel, 4, axis=1)
-        else:
+        # keras.layers.LSTM's recurrent dropout: a mask of h for each gate, fixed over time. Drawn
+        # at every call, as Keras draws it, so that the random stream is the same.
+        masks = cell.get_recurrent_dropout_mask(h0) if cell.recurrent_dropout else None
+        cell.reset_recurrent_dropout_mask()
+        if not (training and 0.0 < cell.recurrent_dropout < 1.0):
             masks = None
+        # Split once, before the loop (Keras's cell slices the kernel at every step).
+        kernels = ops.split(cell.recurrent_kernel, 4, axis=1) if masks else None
 
         def step(inputs, states):
             h, c = states[0], states[1]
@@ -178,18 +175,15 @@ class LSTM(keras.layers.LSTM):
 def _torch_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias):
     """Runs an LSTM over `inputs` (batch, time, features) with `torch.lstm`.
 
-    Why a torch call in a backend-neutral package: Keras 3.15's torch LSTM
-    (`keras/src/backend/torch/rnn.py::_fallback_lstm`, every non-CUDA run)
-    loops in Python over `x_proj[t]`; each slice's backward zero-fills a
-    (time, batch, 4 * units) gradient, which makes the backward pass
-    O(time^2). `torch.lstm` unbinds the projection once (O(time)) and runs
-    oneDNN's LSTM on CPU (cuDNN on CUDA).
+    Why a torch call in a backend-neutral package: Keras 3.15's torch LSTM on any device but CUDA
+    (`keras/src/backend/torch/rnn.py`, `_fallback_lstm`) loops in Python over `x_proj[t]`; the
+    backward of each such slice zero-fills a (time, batch, 4 * units) gradient, so a training
+    step costs O(time^2). `torch.lstm` runs oneDNN's LSTM on CPU (cuDNN on CUDA), in O(time).
 
-    Keras and torch order the gates the same way (input, forget, cell,
-    output) and compute the same cell; Keras stores the kernels transposed
-    relative to torch and has one bias where torch has two (`b_ih + b_hh`), so
-    the second is zero. Returns `(outputs, h, c)`: all hidden states (batch,
-    time, units), and the final hidden and cell states (batch, units).
+    Keras and torch order the gates alike (input, forget, cell, output) and compute the same
+    cell; Keras stores the kernels transposed relative to torch, and has one bias where torch
+    adds two (`b_ih + b_hh`): the second is zero. Returns `(outputs, h, c)`: the hidden states
+    at every step (batch, time, units), and the final hidden and cell states (batch, units).
     """
     import torch
 
