@@ -16,7 +16,7 @@ steps, never whole `fit` calls. Three modes:
   goes.
 
 Prints wall-clock and process CPU seconds (with one thread on a busy machine the CPU time is the
-steadier measure; see RESULTS_sketch_rnn.md). Run, for example:
+steadier measure; see RESULTS.md). Run, for example:
 
     KERAS_BACKEND=tensorflow python benchmarks/sketch_rnn.py steps --size paper
     KERAS_BACKEND=jax python benchmarks/sketch_rnn.py ratio --size small

@@ -4,7 +4,7 @@
   step of the precomputed input projection per iteration (`x_proj[t]`). The backward of each read
   allocates and zero-fills a gradient as large as the whole projection, so a training step costs
   O(T^2) in the sequence length T: 36.6 s instead of ~2.3 s for a sketch-rnn step of 250 steps
-  (`benchmarks/RESULTS_lstm.md`). `LSTM` runs such sequences in `torch.lstm` instead (oneDNN on
+  (`benchmarks/RESULTS.md`). `LSTM` runs such sequences in `torch.lstm` instead (oneDNN on
   CPU, cuDNN on CUDA) whenever that computes the same function.
 - sketch-rnn's decoder reads `concat([stroke, z])` at every step, with `z` the same at every step,
   so its input projection multiplies the same `z` by the same weights 250 times. Called with
