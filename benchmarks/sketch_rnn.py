@@ -8,6 +8,9 @@ steps, never whole `fit` calls. Three modes:
 - `steps`: seconds per training step of `sketch_rnn.model.build_model(preset)` (the paper's
   sizes, `--size paper`, or the issue's small ones, `--size small`). `--xla` compiles with
   `jit_compile=True` (TensorFlow's default is no XLA; JAX always compiles, torch runs eagerly).
+- `compare`: the same, for three models timed alternately: the plain Keras 3 port of the issue
+  (`keras.layers.LSTM`, a masked `Bidirectional` encoder, the decoder fed `concat([stroke, z])`),
+  `build_model`, and `build_model` with the decoder fed `condition=z`.
 - `ratio`: training steps per second of the lossweave model against the same network with a
   hand-written `compute_loss` (a `keras.Model` subclass doing the same math with the same
   per-term `Mean` trackers), timed alternately in the same process. Target: >= 0.97.
@@ -96,6 +99,51 @@ def hand_written_model(hps, jit_compile="auto"):
     return model
 
 
+def _decoder_and_head(hps, z, recurrent, **decoder_inputs):
+    """sketch-rnn's decoder from z's initial state, and its mixture head, as `build_model` has them."""
+    state = keras.layers.Dense(
+        2 * hps.dec_rnn_size, activation="tanh",
+        kernel_initializer=keras.initializers.RandomNormal(stddev=0.001), name="init_state")(z)
+    decoder = recurrent(hps.dec_rnn_size, return_sequences=True, recurrent_dropout=hps.recurrent_dropout, name="decoder")
+    decoded = decoder(initial_state=ops.split(state, 2, axis=-1), **decoder_inputs)
+    return keras.layers.Dense(6 * hps.num_mixture + 3, name="mdn_head")(decoded)
+
+
+def plain_keras_model(hps):
+    """The plain Keras 3 port the issue's reference numbers come from: `keras.layers.LSTM`,
+    `Bidirectional` with the padding masked, the decoder fed `concat([stroke, z])`."""
+    keras.utils.set_random_seed(0)
+    strokes = keras.Input((hps.max_seq_len + 1, 5), name="strokes")
+    sketch = strokes[:, 1:]
+    encoder = keras.layers.Bidirectional(
+        keras.layers.LSTM(hps.enc_rnn_size, recurrent_dropout=hps.recurrent_dropout), name="encoder")
+    encoded = encoder(sketch, mask=ops.not_equal(sketch[..., 4], 1.0))
+    z_mean = keras.layers.Dense(hps.z_size, name="z_mean")(encoded)
+    z_log_var = keras.layers.Dense(hps.z_size, name="z_log_var")(encoded)
+    z = sketch_model.Sampling(name="z")([z_mean, z_log_var])
+    repeated = keras.layers.RepeatVector(hps.max_seq_len)(z)
+    head = _decoder_and_head(hps, z, keras.layers.LSTM,
+                             sequences=ops.concatenate([strokes[:, :-1], repeated], axis=-1))
+    model = lw.Model(strokes, head, taps={"z_mean": z_mean, "z_log_var": z_log_var})
+    model.compile(optimizer=sketch_model.optimizer(hps), loss=sketch_model.objective(hps))
+    return model
+
+
+def conditioned_model(hps):
+    """`build_model` with the decoder change proposed in RESULTS_sketch_rnn.md: the decoder reads
+    the strokes with `condition=z` instead of `concat([stroke, z])` (same function, same weights)."""
+    keras.utils.set_random_seed(0)
+    strokes = keras.Input((hps.max_seq_len + 1, 5), name="strokes")
+    encoded = sketch_model.SketchEncoder(hps.enc_rnn_size, hps.recurrent_dropout, name="encoder")(strokes[:, 1:])
+    z_mean = keras.layers.Dense(hps.z_size, name="z_mean")(encoded)
+    z_log_var = keras.layers.Dense(hps.z_size, name="z_log_var")(encoded)
+    z = sketch_model.Sampling(name="z")([z_mean, z_log_var])
+    head = _decoder_and_head(hps, z, sketch_model.LSTM, sequences=strokes[:, :-1], condition=z)
+    model = lw.Model(strokes, head, taps={"z_mean": z_mean, "z_log_var": z_log_var})
+    model.compile(optimizer=sketch_model.optimizer(hps), loss=sketch_model.objective(hps))
+    return model
+
+
 def timed_step(model, x, y):
     wall, cpu = time.perf_counter(), time.process_time()
     logs = model.train_on_batch(x, y, return_dict=True)
@@ -122,10 +170,10 @@ def steps(args, hps, x, y):
 
 def ratio(args, hps, x, y):
     models = {"lossweave": lossweave_model(hps), "hand-written": hand_written_model(hps)}
-    first = {}
-    for name, model in models.items():
-        first[name] = timed_step(model, x, y)[2]  # the same weights and batch: the same first loss
-        for _ in range(args.warmup - 1):
+    # The same weights and batch: the same loss, where nothing is random (no z sampling, no dropout).
+    losses = {name: model.test_on_batch(x, y, return_dict=True) for name, model in models.items()}
+    for model in models.values():
+        for _ in range(args.warmup):
             timed_step(model, x, y)
     times = {name: [] for name in models}
     for _ in range(args.repeats):  # alternately, so that a change of load hits both
@@ -133,8 +181,29 @@ def ratio(args, hps, x, y):
             times[name].append(timed_step(model, x, y)[0])
     ours, theirs = (statistics.median(t) for t in times.values())
     print(f"{keras.backend.backend():10s} {args.size:5s}  lossweave {ours:6.3f} s/step  hand-written {theirs:6.3f} "
-          f"s/step  steps/s ratio lossweave / hand-written {theirs / ours:.3f}   first losses "
-          f"{first['lossweave']['loss']:.5f} / {first['hand-written']['loss']:.5f}   {load()}", flush=True)
+          f"s/step  steps/s ratio lossweave / hand-written {theirs / ours:.3f}   test losses "
+          f"{losses['lossweave']['loss']:.6f} / {losses['hand-written']['loss']:.6f}   {load()}", flush=True)
+
+
+def compare(args, hps, x, y):
+    models = {
+        "plain Keras 3": plain_keras_model(hps),
+        "sketch_rnn.build_model": lossweave_model(hps),
+        "with condition=z": conditioned_model(hps),
+    }
+    for model in models.values():
+        for _ in range(args.warmup):
+            timed_step(model, x, y)
+    times = {name: [] for name in models}
+    for _ in range(args.repeats):  # alternately, so that a change of load hits all alike
+        for name, model in models.items():
+            times[name].append(timed_step(model, x, y)[:2])
+    plain = min(wall for wall, _ in times["plain Keras 3"])
+    for name, t in times.items():
+        walls, cpus = zip(*t)
+        print(f"{keras.backend.backend():10s} {args.size:5s} {name:24s} s/step: best {min(walls):6.3f}  median "
+              f"{statistics.median(walls):6.3f}  (cpu best {min(cpus):6.3f})  plain / this {plain / min(walls):5.2f}  "
+              f"{load()}", flush=True)
 
 
 class Timeline(keras.callbacks.Callback):
@@ -192,7 +261,7 @@ def fit(args, hps, x, y):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["steps", "ratio", "fit"])
+    parser.add_argument("mode", choices=["steps", "compare", "ratio", "fit"])
     parser.add_argument("--size", choices=["paper", "small"], default="small")
     parser.add_argument("--xla", action="store_true", help="jit_compile=True (for TensorFlow)")
     parser.add_argument("--warmup", type=int, default=2)
@@ -205,7 +274,7 @@ def main():
     if args.recurrent_dropout is not None:
         hps = dataclasses.replace(hps, recurrent_dropout=args.recurrent_dropout)
     x, y = batch(hps)
-    {"steps": steps, "ratio": ratio, "fit": fit}[args.mode](args, hps, x, y)
+    {"steps": steps, "compare": compare, "ratio": ratio, "fit": fit}[args.mode](args, hps, x, y)
 
 
 if __name__ == "__main__":
