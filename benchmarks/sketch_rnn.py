@@ -130,7 +130,7 @@ def plain_keras_model(hps):
 
 
 def conditioned_model(hps):
-    """`build_model` with the decoder change proposed in RESULTS_sketch_rnn.md: the decoder reads
+    """`build_model` with the decoder change proposed in RESULTS.md: the decoder reads
     the strokes with `condition=z` instead of `concat([stroke, z])` (same function, same weights)."""
     keras.utils.set_random_seed(0)
     strokes = keras.Input((hps.max_seq_len + 1, 5), name="strokes")
