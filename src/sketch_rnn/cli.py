@@ -28,9 +28,7 @@ import io
 import itertools
 import json
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import keras
@@ -51,15 +49,8 @@ PICTURE_TEMPERATURE = 0.1
 
 
 def _save_model(model, path):
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
-    os.close(descriptor)
-    try:
+    with render.atomic_path(path) as temporary:
         model.save(temporary)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
 
 
 def _write_history(rows, path):

@@ -6,6 +6,7 @@ so pyplot and the global backend are never touched. Every file is written atomic
 temporary file in the same folder, then moved over the target with ``os.replace``.
 """
 
+import contextlib
 import io
 import os
 import tempfile
@@ -32,26 +33,41 @@ def _fit_box(lines):
     return float(x0), float(y0), side
 
 
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temporary path beside ``path`` (same suffix) to write to; on success it replaces
+    ``path`` with ``os.replace``, on failure it is removed: a reader never sees a half-written file.
+
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "note.txt"
+    >>> with atomic_path(target) as temporary:
+    ...     _ = temporary.write_text("hello")
+    >>> target.read_text()
+    'hello'
+    """
+    path = Path(path)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(descriptor)
+    try:
+        yield Path(temporary)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
 def write_atomic(path, data):
-    """Write ``data`` (bytes) to ``path`` through a temporary file and ``os.replace``: a reader
-    never sees a half-written file. Returns the path.
+    """Write ``data`` (bytes) to ``path`` through :func:`atomic_path`. Returns the path.
 
     >>> import tempfile
     >>> target = Path(tempfile.mkdtemp()) / "note.txt"
     >>> write_atomic(target, b"hello").read_bytes()
     b'hello'
     """
-    path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-    return path
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(data)
+    return Path(path)
 
 
 # --- SVG ---------------------------------------------------------------------------------------
