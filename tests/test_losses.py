@@ -146,8 +146,9 @@ def ref_kl_per_dim(mean, log_var):
     return -0.5 * (1 + log_var - mean**2 - np.exp(log_var))
 
 
-def ref_bivariate(y_true, y_pred, m, part="total"):
-    """sketch-rnn's formula written directly: density, then -log; mean over all steps."""
+def ref_bivariate(y_true, y_pred, m, part="total", training=True):
+    """sketch-rnn's formula written directly: density, then -log; mean over all steps. In
+    evaluation the reference counts the pen loss of the sketch's own steps only."""
     y_true, y_pred = np.float64(y_true), np.float64(y_pred)
     pen_logits = y_pred[..., :3]
     pi, mu1, mu2, s1, s2, rho = np.split(y_pred[..., 3:], 6, axis=-1)
@@ -160,6 +161,8 @@ def ref_bivariate(y_true, y_pred, m, part="total"):
     offset = -np.log(np.sum(pi * density, axis=-1)) * (1 - y_true[..., 4])
     pen_probs = np.exp(pen_logits) / np.sum(np.exp(pen_logits), axis=-1, keepdims=True)
     pen = -np.sum(y_true[..., 2:] * np.log(pen_probs), axis=-1)
+    if not training:
+        pen = pen * (1 - y_true[..., 4])
     per_step = {"offset": offset, "pen": pen, "total": offset + pen}[part]
     return per_step.mean(axis=1)
 
@@ -330,21 +333,22 @@ def test_gaussian_kl_free_bits_stops_the_gradient_below_the_floor():
     np.testing.assert_allclose(kl()[1], mean / 2, rtol=RTOL)  # d/dm of 0.5 * mean_d(m^2)
 
 
-def all_parts(y_true, y_pred, num_mixture):
+def all_parts(y_true, y_pred, num_mixture, training):
     parts = ("offset", "pen", "total")
     return ops.stack(
-        [lw.losses.bivariate_mdn_nll(y_true, y_pred, num_mixture, part) for part in parts]
+        [lw.losses.bivariate_mdn_nll(y_true, y_pred, num_mixture, part, training) for part in parts]
     )
 
 
-def test_bivariate_mdn_nll_matches_reference():
+@pytest.mark.parametrize("training", [True, False], ids=["training", "evaluation"])
+def test_bivariate_mdn_nll_matches_reference(training):
     rng = np.random.default_rng(2)
     y_true = random_stroke5(rng, 4, 9, end_at=[9, 5, 1, 3])
     y_pred = random_mdn_head(rng, 4, 9, 5)
-    got = evaluate(all_parts, y_true=y_true, y_pred=y_pred, num_mixture=5)
+    got = evaluate(all_parts, y_true=y_true, y_pred=y_pred, num_mixture=5, training=training)
     assert got.shape == (3, 4)
     for part, values in zip(("offset", "pen", "total"), got):
-        want = ref_bivariate(y_true, y_pred, 5, part)
+        want = ref_bivariate(y_true, y_pred, 5, part, training)
         np.testing.assert_allclose(values, want, rtol=RTOL, atol=ATOL)
 
 

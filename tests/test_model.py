@@ -136,6 +136,23 @@ def test_epoch_and_step_are_injectable():
     assert history["step_seen"] == pytest.approx([0.5, 2.5, 4.5])  # mean of steps (0,1), (2,3), (4,5)
 
 
+def test_training_is_injected_true_in_fit_and_false_in_evaluation():
+    model = penalty_model()
+    model.compile(
+        optimizer="sgd",
+        loss=lw.Objective({
+            "mse": "mean_squared_error",
+            "training_seen": lw.Term(lambda training: 1.0 if training else 0.0, weight=0.0),
+        }),
+        metrics=[lw.metric(lambda training: 2.0 if training else 3.0, name="metric_training")],
+    )
+    x, y = data()
+    history = model.fit(x, y, batch_size=8, epochs=1, validation_data=(x, y), verbose=0).history
+    assert (history["training_seen"], history["val_training_seen"]) == ([1.0], [0.0])
+    assert (history["metric_training"], history["val_metric_training"]) == ([2.0], [3.0])
+    assert model.evaluate(x, y, verbose=0, return_dict=True)["training_seen"] == 0.0
+
+
 def test_sample_weight_is_honoured_like_keras():
     x, y = data()
     sw = np.linspace(0.0, 2.0, len(x)).astype("float32")
@@ -211,7 +228,7 @@ def test_save_load_continues_schedule(tmp_path):
 def test_unknown_name_fails_at_compile_listing_available_names():
     model = penalty_model()
     with pytest.raises(ValueError, match=r"asks for 'layer2'.*Available names: y_true, y_pred, "
-                                         r"x, sample_weight, mask, step, epoch, layer1"):
+                                         r"x, sample_weight, mask, step, epoch, training, layer1"):
         model.compile(loss=lw.Objective({"bad": lambda layer2: ops.mean(layer2)}))
 
 

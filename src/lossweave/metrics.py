@@ -416,7 +416,7 @@ class InjectedMetric(_Arithmetic, keras.metrics.Metric):
             except ValueError as e:
                 raise ValueError(
                     f"{e} A plain keras.Model gives metrics only y_true, y_pred and "
-                    "sample_weight; use lw.Model for x, mask, step, epoch and taps."
+                    "sample_weight; use lw.Model for x, mask, step, epoch, training and taps."
                 ) from None
         tensors = {"y_true": y_true, "y_pred": y_pred, "sample_weight": sample_weight}
         self.update_from_tensors({k: _as_tensor(v) for k, v in tensors.items()})

@@ -99,6 +99,7 @@ class Model(keras.Model):
         self.output_names = self.output_names[: len(keras.tree.flatten(outputs))]
         self.tap_names = tuple(taps)
         self._taps_visible = False
+        self._training_step = False
         self._lw = _Compiled()
         self.step = self._counter("step")
         self.epoch = self._counter("epoch")
@@ -132,15 +133,16 @@ class Model(keras.Model):
         return outputs, dict(taps, **counters)
 
     @contextlib.contextmanager
-    def _showing_taps(self):
-        previous, self._taps_visible = self._taps_visible, True
+    def _showing_taps(self, training=False):
+        previous = self._taps_visible, self._training_step
+        self._taps_visible, self._training_step = True, training
         try:
             yield
         finally:
-            self._taps_visible = previous
+            self._taps_visible, self._training_step = previous
 
     def train_step(self, *args, **kwargs):
-        with self._showing_taps():
+        with self._showing_taps(training=True):
             return super().train_step(*args, **kwargs)
 
     def test_step(self, *args, **kwargs):
@@ -206,10 +208,15 @@ class Model(keras.Model):
 
     # -- the objective inside the step ----------------------------------------------------------
 
-    def _step_tensors(self, x, y, outputs, taps, sample_weight):
+    def _step_tensors(self, x, y, outputs, taps, sample_weight, training):
         tensors = dict(taps)
         tensors.update(
-            x=x, y_true=y, y_pred=outputs, sample_weight=sample_weight, mask=_masks(outputs)
+            x=x,
+            y_true=y,
+            y_pred=outputs,
+            sample_weight=sample_weight,
+            mask=_masks(outputs),
+            training=training,
         )
         return tensors
 
@@ -222,15 +229,15 @@ class Model(keras.Model):
             # Under tf.distribute each replica's loss is divided by the number of replicas, as
             # Keras scales its own losses; the trainer unscales it again for the logged `loss`.
             total = scale_loss_for_distribution(
-                self._objective_loss(x, y, outputs, taps, sample_weight)
+                self._objective_loss(x, y, outputs, taps, sample_weight, training)
             )
         if training:
             self.step.assign_add(1)
         return total
 
-    def _objective_loss(self, x, y, outputs, taps, sample_weight):
+    def _objective_loss(self, x, y, outputs, taps, sample_weight, training):
         objective = self._lw.objective
-        tensors = self._step_tensors(x, y, outputs, taps, sample_weight)
+        tensors = self._step_tensors(x, y, outputs, taps, sample_weight, training)
         total, values, weights = objective.compute(tensors)
         batch_size = ops.shape(next(t for t in keras.tree.flatten(x) if t is not None))[0]
         objective.track(values, weights, batch_size)
@@ -241,7 +248,7 @@ class Model(keras.Model):
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         outputs, taps = self._split(y_pred)
         if self._lw.metrics:
-            tensors = self._step_tensors(x, y, outputs, taps, sample_weight)
+            tensors = self._step_tensors(x, y, outputs, taps, sample_weight, self._training_step)
             for metric in self._lw.metrics:
                 metric.update_from_tensors(tensors)
         return super().compute_metrics(x, y, outputs, sample_weight=sample_weight)

@@ -218,7 +218,7 @@ def build_model(hps, compile=True):
     ((), True)
     """
     strokes = keras.Input((hps.max_seq_len + 1, 5), name="strokes")
-    decoder_inputs, initial_state, taps = strokes[:, :-1], None, {}
+    initial_state, z, taps = None, None, {}
     if hps.conditional:
         encoded = SketchEncoder(hps.enc_rnn_size, hps.recurrent_dropout, name="encoder")(strokes[:, 1:])
         z_mean = keras.layers.Dense(hps.z_size, name="z_mean")(encoded)
@@ -231,13 +231,13 @@ def build_model(hps, compile=True):
             name="init_state",
         )(z)
         initial_state = ops.split(state, 2, axis=-1)
-        repeated = keras.layers.RepeatVector(hps.max_seq_len)(z)
-        decoder_inputs = ops.concatenate([decoder_inputs, repeated], axis=-1)
         taps = {"z_mean": z_mean, "z_log_var": z_log_var}
     decoder = LSTM(
         hps.dec_rnn_size, return_sequences=True, recurrent_dropout=hps.recurrent_dropout, name="decoder"
     )
-    decoded = decoder(decoder_inputs, initial_state=initial_state)
+    # z joins the previous point at every step; as a condition, its share of the input projection
+    # is computed once a sequence, not once a step (see sketch_rnn.recurrent.LSTM).
+    decoded = decoder(strokes[:, :-1], initial_state=initial_state, condition=z)
     head = keras.layers.Dense(6 * hps.num_mixture + 3, name="mdn_head")(decoded)
     model = lw.Model(strokes, head, taps=taps, name="sketch_rnn")
     if compile:

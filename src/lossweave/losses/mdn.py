@@ -91,7 +91,7 @@ def _bivariate_log_density(dx, dy, pi, mu_x, mu_y, log_sigma_x, log_sigma_y, raw
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
-def bivariate_mdn_nll(y_true, y_pred, num_mixture, part="total"):
+def bivariate_mdn_nll(y_true, y_pred, num_mixture, part="total", training=True):
     """sketch-rnn's reconstruction loss (Ha & Eck 2017): bivariate mixture NLL plus pen loss.
 
     `y_true` is stroke-5, `(batch, steps, 5)` = `(dx, dy, p1, p2, p3)`; `y_pred` is the decoder
@@ -101,7 +101,10 @@ def bivariate_mdn_nll(y_true, y_pred, num_mixture, part="total"):
         pen = -sum_i p_i log softmax(pen_logits)_i
 
     Both are averaged over all (padded) steps, dividing by `steps` as the reference does, so the
-    offset loss of a short sketch counts less. Returns per-sample values, shape `(batch,)`.
+    offset loss of a short sketch counts less. While training, the pen loss counts every step
+    (the model learns to stay at end-of-sketch); in evaluation (`training=False`, injected by an
+    `lw.Objective`) it counts the sketch's own steps only, `(1 - p3) * pen`, as the reference
+    evaluates it. Returns per-sample values, shape `(batch,)`.
     Unlike the reference (which adds 1e-6 inside the log), the mixture density is computed in
     log space, so the loss stays exact and finite for tiny sigmas and far-away offsets.
 
@@ -110,6 +113,7 @@ def bivariate_mdn_nll(y_true, y_pred, num_mixture, part="total"):
         y_pred: head output `(batch, steps, 6 * num_mixture + 3)`.
         num_mixture: the number of mixture components `M`.
         part: `"offset"`, `"pen"` or `"total"` (offset + pen).
+        training: whether the pen loss counts the padding's steps too (see above).
 
     >>> import numpy as np
     >>> import lossweave as lw
@@ -119,17 +123,21 @@ def bivariate_mdn_nll(y_true, y_pred, num_mixture, part="total"):
     0.9189
     >>> round(float(lw.losses.bivariate_mdn_nll(y_true, y_pred, 2, part="pen")[0]), 4)
     1.0986
+    >>> round(float(lw.losses.bivariate_mdn_nll(y_true, y_pred, 2, part="pen", training=False)[0]), 4)
+    0.5493
     """
     if part not in _PARTS:
         raise ValueError(f"bivariate_mdn_nll: part must be one of {_PARTS}, got {part!r}.")
     pen_logits, *mixture = _split_raw(y_pred, num_mixture)
     y_true = ops.cast(y_true, pen_logits.dtype)
+    in_sketch = 1.0 - y_true[..., 4]
     loss = 0.0
     if part != "pen":
         log_density = _bivariate_log_density(y_true[..., 0:1], y_true[..., 1:2], *mixture)
-        loss = -log_density * (1.0 - y_true[..., 4])
+        loss = -log_density * in_sketch
     if part != "offset":
-        loss = loss - ops.sum(y_true[..., 2:] * ops.log_softmax(pen_logits, axis=-1), axis=-1)
+        pen = -ops.sum(y_true[..., 2:] * ops.log_softmax(pen_logits, axis=-1), axis=-1)
+        loss = loss + (pen if training else pen * in_sketch)
     step_axes = tuple(range(1, len(loss.shape)))
     return ops.mean(loss, axis=step_axes) if step_axes else loss
 
