@@ -103,6 +103,18 @@ def test_unconditional_run_trains_and_samples_but_has_no_encoder(tmp_path, capsy
     assert "needs a conditional model" in capsys.readouterr().err
 
 
+def test_set_overrides_hyperparameters_of_a_new_run_only(run, tmp_path, capsys):
+    out = tmp_path / "run"
+    main(TRAIN + ["--set", "recurrent_dropout=0.25", "--set", "augment=true", "--out", str(out)])
+    hparams = json.loads((out / "config.json").read_text())["hparams"]
+    assert (hparams["recurrent_dropout"], hparams["augment"]) == (0.25, True)
+    assert keras.models.load_model(out / "model.keras").get_layer("decoder").recurrent_dropout == 0.25
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--out", str(run), "--set", "z_size=8"])
+    assert exit_info.value.code == 2
+    assert "hyperparameters are fixed" in capsys.readouterr().err
+
+
 def test_a_bad_npz_file_is_a_clear_error(tmp_path, capsys):
     bad = tmp_path / "cat.npz"
     bad.write_bytes(b"not a zip file")
@@ -119,6 +131,9 @@ def test_a_bad_npz_file_is_a_clear_error(tmp_path, capsys):
     (["sample", "--out", "{tmp}"], "no trained model here"),
     (["train", "--data", "synthetic", "--preset", "huge", "--out", "{tmp}"], "invalid choice: 'huge'"),
     (["sample", "--out", "{tmp}", "--temperature", "0"], "must be > 0"),
+    (["train", "--data", "synthetic", "--set", "zsize=8", "--out", "{tmp}"], "KEY one of enc_rnn_size"),
+    (["train", "--data", "synthetic", "--set", "z_size=eight", "--out", "{tmp}"], "z_size must be a int"),
+    (["train", "--data", "synthetic", "--set", "augment=1", "--out", "{tmp}"], "augment is true or false"),
     (["interpolate", "--out", "{run}", "--pair", "0", "999"], "cannot pick sketches [0, 999]"),
 ])
 def test_bad_arguments_exit_with_status_2(argv, message, run, tmp_path, capsys):

@@ -61,6 +61,24 @@ def test_encoder_reads_each_sketch_to_its_end_like_a_masked_bidirectional_lstm()
     assert (sketch[..., 4] == 1).any()  # some padding was skipped
 
 
+def test_mixed_bfloat16_runs_the_recurrent_layers_in_bfloat16_and_the_loss_in_float32(tmp_path):
+    hps = dataclasses.replace(TINY, precision="mixed_bfloat16", learning_rate=1e-2)
+    model = build_model(hps)
+    policies = {layer.name: layer.dtype_policy.name for layer in model.layers}
+    assert {policies[name] for name in ("encoder", "init_state", "decoder")} == {"mixed_bfloat16"}
+    assert {policies[name] for name in ("z_mean", "z_log_var", "mdn_head")} == {"float32"}
+    assert model.get_layer("encoder").forward_lstm.dtype_policy.name == "mixed_bfloat16"
+    assert {w.dtype for w in model.weights} <= {"float32", "int32"}  # float32 weights
+    history = model.fit(batches(hps), steps_per_epoch=1, epochs=12, shuffle=False, verbose=0).history
+    reconstruction = np.add(history["offset"], history["pen"])
+    assert np.isfinite(reconstruction).all() and reconstruction[-3:].mean() < reconstruction[:3].mean()
+    model.save(tmp_path / "bf16.keras")
+    loaded = keras.models.load_model(tmp_path / "bf16.keras")
+    assert loaded.get_layer("decoder").dtype_policy.name == "mixed_bfloat16"
+    drawn = sampling.sample(loaded, n=2, seed=0)
+    assert all(s.dtype == np.float32 and np.isfinite(s).all() and s[-1, 2] == 1 for s in drawn)
+
+
 def test_unconditional_model_has_no_encoder_and_samples():
     model = build_model(dataclasses.replace(TINY, conditional=False))
     assert model.tap_names == ()

@@ -4,6 +4,7 @@
 
     sketch-rnn train --data synthetic --preset demo --out runs/demo
     sketch-rnn train --data cat.npz pig.npz --preset small --steps 20000 --out runs/catpig
+    sketch-rnn train --data sheep.npz --set recurrent_dropout=0 --set precision=mixed_bfloat16 --out runs/sheep
     sketch-rnn sample --out runs/demo --n 16 --temperature 0.5
     sketch-rnn reconstruct --out runs/demo
     sketch-rnn interpolate --out runs/demo
@@ -68,7 +69,8 @@ def _read_history(path):
 
 
 def _plot_losses(rows, path):
-    """Every term (train solid, validation dashed) and the KL weight, against the step."""
+    """Every term (train solid, validation dashed) and the KL weight, against the step; a point
+    an epoch, marked, so that a run of one epoch shows too."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(10, 4), dpi=100)
@@ -76,15 +78,15 @@ def _plot_losses(rows, path):
     steps = [row["step"] for row in rows]
     for name in ("loss", "offset", "pen", "kl"):
         if name in rows[0]:
-            (line,) = terms.plot(steps, [row[name] for row in rows], label=name)
+            (line,) = terms.plot(steps, [row[name] for row in rows], ".-", label=name)
             if f"val_{name}" in rows[0]:
-                terms.plot(steps, [row.get(f"val_{name}", math.nan) for row in rows], "--",
+                terms.plot(steps, [row.get(f"val_{name}", math.nan) for row in rows], "x--",
                            color=line.get_color(), label=f"val_{name}")
     terms.set(xlabel="step", title="terms (unweighted)")
     terms.legend(fontsize=8)
     for name in ("kl_weight", "lr"):
         if name in rows[0]:
-            weights.plot(steps, [row[name] for row in rows], label=name)
+            weights.plot(steps, [row[name] for row in rows], ".-", label=name)
     weights.set(xlabel="step", yscale="log", title="schedules")
     weights.legend(fontsize=8)
     figure.tight_layout()
@@ -197,6 +199,8 @@ def _setup(args):
     out = Path(args.out)
     if (out / "model.keras").exists():
         config = _read_config(out)
+        if args.set:
+            raise ValueError(f"{out} holds a run whose hyperparameters are fixed; --set them for a new --out")
         if args.preset not in (None, config["preset"]):
             raise ValueError(f"{out} holds a {config['preset']!r} run; train --preset {args.preset} into another --out")
         if args.unconditional and config["hparams"]["conditional"]:
@@ -208,7 +212,7 @@ def _setup(args):
     if args.data is None:
         raise ValueError("a new run needs --data (synthetic, or .npz files)")
     preset = args.preset or "paper"
-    hps = dataclasses.replace(presets.get(preset), conditional=not args.unconditional)
+    hps = dataclasses.replace(presets.get(preset), conditional=not args.unconditional, **dict(args.set))
     spec = _data_spec(args.data, args.per_class, args.seed)
     sketches = _load(spec, hps.max_seq_len)
     if not sketches.train or not sketches.valid:
@@ -319,6 +323,23 @@ def _positive(kind):
     return parse
 
 
+def _hparam(text):
+    """``KEY=VALUE`` -> ``(key, value)``, the value parsed as the ``HParams`` field's type."""
+    fields = {field.name: field.type for field in dataclasses.fields(HParams)}
+    key, equals, value = text.partition("=")
+    if not equals or key not in fields:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with KEY one of {', '.join(fields)}; got {text!r}")
+    kind = fields[key]
+    if kind is bool:
+        if value.lower() not in ("true", "false"):
+            raise argparse.ArgumentTypeError(f"{key} is true or false, got {value!r}")
+        return key, value.lower() == "true"
+    try:
+        return key, kind(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{key} must be a {kind.__name__}, got {value!r}") from None
+
+
 def _parser():
     parser = argparse.ArgumentParser(prog="sketch-rnn", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -329,6 +350,8 @@ def _parser():
     fit.add_argument("--steps", type=_positive(int), help="training steps to run (default: the preset's)")
     fit.add_argument("--per-class", type=_positive(int), default=500, help="synthetic sketches a class")
     fit.add_argument("--unconditional", action="store_true", help="decoder only: no encoder, z or KL term")
+    fit.add_argument("--set", type=_hparam, action="append", default=[], metavar="KEY=VALUE",
+                     help="override a hyperparameter of the preset (sketch_rnn.model.HParams), e.g. recurrent_dropout=0")
     fit.set_defaults(run=train)
 
     draw = commands.add_parser("sample", help="draw new sketches into OUT/sample/")

@@ -43,6 +43,11 @@ class HParams:
     ``recurrent_dropout`` is the drop probability (the reference's keep probability 0.9).
     ``augment`` stretches and thins training sketches as the reference does. Training runs
     ``num_steps`` steps in epochs of ``steps_per_epoch`` (a validation pass after each).
+    ``precision`` is the Keras dtype policy of the recurrent layers: ``"float32"``, or
+    ``"mixed_bfloat16"`` (bfloat16 products, float32 weights; the layers that feed the loss,
+    ``z_mean``, ``z_log_var`` and ``mdn_head``, stay float32). On torch with a CPU that has
+    AVX512-BF16, and no recurrent dropout, the paper-size step is ~1.5x faster; on JAX's CPU it is
+    several times slower (``benchmarks/RESULTS.md``).
 
     >>> HParams().dec_rnn_size, HParams(z_size=8).z_size
     (512, 8)
@@ -67,6 +72,7 @@ class HParams:
     augment: bool = True
     num_steps: int = 10_000_000
     steps_per_epoch: int = 500
+    precision: str = "float32"
 
 
 def _gather_steps(sequences, index):
@@ -91,7 +97,13 @@ class SketchEncoder(keras.layers.Layer):
         super().__init__(**kwargs)
         self.units, self.recurrent_dropout = units, recurrent_dropout
         self.forward_lstm, self.backward_lstm = (
-            LSTM(units, return_sequences=True, recurrent_dropout=recurrent_dropout, name=name)
+            LSTM(
+                units,
+                return_sequences=True,
+                recurrent_dropout=recurrent_dropout,
+                name=name,
+                dtype=self.dtype_policy,
+            )
             for name in ("forward_lstm", "backward_lstm")
         )
 
@@ -218,27 +230,34 @@ def build_model(hps, compile=True):
     ((), True)
     """
     strokes = keras.Input((hps.max_seq_len + 1, 5), name="strokes")
+    recurrent = keras.DTypePolicy(hps.precision)
     initial_state, z, taps = None, None, {}
     if hps.conditional:
-        encoded = SketchEncoder(hps.enc_rnn_size, hps.recurrent_dropout, name="encoder")(strokes[:, 1:])
-        z_mean = keras.layers.Dense(hps.z_size, name="z_mean")(encoded)
-        z_log_var = keras.layers.Dense(hps.z_size, name="z_log_var")(encoded)
+        encoder = SketchEncoder(hps.enc_rnn_size, hps.recurrent_dropout, name="encoder", dtype=recurrent)
+        encoded = encoder(strokes[:, 1:])
+        z_mean = keras.layers.Dense(hps.z_size, name="z_mean", dtype="float32")(encoded)
+        z_log_var = keras.layers.Dense(hps.z_size, name="z_log_var", dtype="float32")(encoded)
         z = Sampling(name="z")([z_mean, z_log_var])
         state = keras.layers.Dense(
             2 * hps.dec_rnn_size,
             activation="tanh",
             kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
             name="init_state",
+            dtype=recurrent,
         )(z)
         initial_state = ops.split(state, 2, axis=-1)
         taps = {"z_mean": z_mean, "z_log_var": z_log_var}
     decoder = LSTM(
-        hps.dec_rnn_size, return_sequences=True, recurrent_dropout=hps.recurrent_dropout, name="decoder"
+        hps.dec_rnn_size,
+        return_sequences=True,
+        recurrent_dropout=hps.recurrent_dropout,
+        name="decoder",
+        dtype=recurrent,
     )
     # z joins the previous point at every step; as a condition, its share of the input projection
     # is computed once a sequence, not once a step (see sketch_rnn.recurrent.LSTM).
     decoded = decoder(strokes[:, :-1], initial_state=initial_state, condition=z)
-    head = keras.layers.Dense(6 * hps.num_mixture + 3, name="mdn_head")(decoded)
+    head = keras.layers.Dense(6 * hps.num_mixture + 3, name="mdn_head", dtype="float32")(decoded)
     model = lw.Model(strokes, head, taps=taps, name="sketch_rnn")
     if compile:
         model.compile(optimizer=optimizer(hps), loss=objective(hps))

@@ -94,6 +94,7 @@ def _step_model(model):
     inputs = keras.Input((cell.kernel.shape[0],))
     h, c = keras.Input((cell.units,)), keras.Input((cell.units,))
     output, (h_next, c_next) = cell(inputs, [h, c])
+    h_next, c_next = (ops.cast(state, "float32") for state in (h_next, c_next))
     return keras.Model([inputs, h, c], [head(output), h_next, c_next])
 
 
@@ -120,7 +121,8 @@ def decode(model, z=None, n=None, temperature=1.0, seed=0, scale=1.0):
     if z is not None:
         z = np.asarray(z, dtype=np.float32)
         n = len(z)
-        h, c = np.split(ops.convert_to_numpy(model.get_layer("init_state")(z)), 2, axis=-1)
+        state = ops.convert_to_numpy(ops.cast(model.get_layer("init_state")(z), "float32"))
+        h, c = np.split(state, 2, axis=-1)
     else:
         h = c = np.zeros((n, cell.units), dtype=np.float32)
     step = _step_model(model)
