@@ -7,7 +7,8 @@ steps, never whole `fit` calls. Three modes:
 
 - `steps`: seconds per training step of `sketch_rnn.model.build_model(preset)` (the paper's
   sizes, `--size paper`, or the issue's small ones, `--size small`). `--xla` compiles with
-  `jit_compile=True` (TensorFlow's default is no XLA; JAX always compiles, torch runs eagerly).
+  `jit_compile=True` (TensorFlow's default is no XLA; JAX always compiles, torch runs eagerly);
+  `--precision mixed_bfloat16` runs its recurrent layers in bfloat16.
 - `compare`: the same, for two models timed alternately: the plain Keras 3 port of the issue
   (`keras.layers.LSTM`, a masked `Bidirectional` encoder, the decoder fed `concat([stroke, z])`)
   and `build_model` (`sketch_rnn.recurrent.LSTM`, an unmasked encoder reading each sketch to its
@@ -148,7 +149,7 @@ def steps(args, hps, x, y):
     warmup = time.perf_counter() - start
     times = [timed_step(model, x, y)[:2] for _ in range(args.repeats)]
     walls, cpus = zip(*times)
-    name = keras.backend.backend() + (" XLA" if args.xla else "")
+    name = keras.backend.backend() + (" XLA" if args.xla else "") + (" bf16" if args.precision != "float32" else "")
     print(f"{name:14s} {args.size:5s}  s/step: best {min(walls):6.3f}  median {statistics.median(walls):6.3f}  "
           f"(cpu best {min(cpus):6.3f})   warm-up {warmup:5.1f} s for {args.warmup}   "
           f"[{', '.join(f'{w:.2f}' for w in walls)}]  {load()}", flush=True)
@@ -254,8 +255,10 @@ def main():
     parser.add_argument("--validation-batches", type=int, default=5, help="fit mode (the CLI's cap: 5)")
     parser.add_argument("--endless", action="store_true", help="fit mode: an endless batch generator")
     parser.add_argument("--recurrent-dropout", type=float, default=None, help="override the preset's")
+    parser.add_argument("--precision", choices=["float32", "mixed_bfloat16"], default="float32",
+                        help="build_model's precision (the plain Keras 3 port stays float32)")
     args = parser.parse_args()
-    hps = presets.get(args.size)
+    hps = dataclasses.replace(presets.get(args.size), precision=args.precision)
     if args.recurrent_dropout is not None:
         hps = dataclasses.replace(hps, recurrent_dropout=args.recurrent_dropout)
     x, y = batch(hps)
