@@ -2,6 +2,7 @@
 
 import math
 
+import keras
 import numpy as np
 import pytest
 from keras import ops
@@ -58,3 +59,16 @@ def test_float_weight_is_constant_and_bad_weight_is_rejected():
 def test_bad_arguments_fail_clearly(make):
     with pytest.raises(ValueError):
         make()
+
+
+def test_a_schedule_is_a_keras_learning_rate_that_saves_and_resumes(tmp_path):
+    rate = schedules.piecewise([2], [0.1, schedules.linear(0.1, 0.0, steps=4)])
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=rate), loss="mse")
+    x, y = np.ones((4, 3), "float32"), np.zeros((4, 1), "float32")
+    model.fit(x, y, batch_size=1, epochs=1, verbose=0)  # 4 steps
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.05)  # 0.1 * (1 - 2/4)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    loaded.fit(x, y, batch_size=1, epochs=1, verbose=0)  # 4 more: the schedule goes on to 0
+    assert float(loaded.optimizer.learning_rate) == pytest.approx(0.0, abs=1e-7)

@@ -1,7 +1,7 @@
 """Metrics from any function with injected arguments, aggregated exactly over an epoch.
 
 `metric(fn, name)` turns a function whose parameters are filled by name (`y_true`, `y_pred`, `x`,
-`sample_weight`, `mask`, `step`, `epoch`, tap names) into a `keras.metrics.Metric`. How batches
+`sample_weight`, `mask`, `step`, `epoch`, `training`, tap names) into a `keras.metrics.Metric`. How batches
 combine is declared once per aggregation kind (`AGGREGATIONS`): the state variables, how they
 combine across batches, what one batch adds and how the result follows from the state. So the value
 after N batches equals the value computed once on the concatenated data.
@@ -459,7 +459,7 @@ def metric(fn, name, aggregation="mean", bind=None, output=None, **kwargs):
 
     Args:
         fn: a function of injectable names (`y_true`, `y_pred`, `x`, `sample_weight`, `mask`,
-            `step`, `epoch`) and tap names of the `lw.Model`. In a plain `keras.Model` only
+            `step`, `epoch`, `training`) and tap names of the `lw.Model`. In a plain `keras.Model` only
             `y_true`, `y_pred` and `sample_weight` exist.
         name: the name the metric is logged under.
         aggregation: how batches combine; with `w` the sample weight (1 if none):

@@ -73,7 +73,7 @@ class Term:
     Args:
         fn: a Keras loss name (`"mean_squared_error"`), a `keras.losses.Loss`, or any function
             whose parameters are injectable names (`y_true`, `y_pred`, `x`, `sample_weight`, `mask`,
-            `step`, `epoch`) or tap names of the `lw.Model`.
+            `step`, `epoch`, `training`) or tap names of the `lw.Model`.
         weight: a float or a schedule of the step (`lw.schedules.*`).
         bind: `{parameter: name}` renames, e.g. `bind={"activation": "layer1"}`.
         output: for a multi-output model, the output (dict key or list index) this term reads as

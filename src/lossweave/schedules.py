@@ -2,7 +2,8 @@
 
 A schedule maps the training step (an integer tensor) to a float tensor, with `keras.ops` only, so
 it is evaluated inside the compiled train step: the weight changes every step with no callback and
-no retracing. A plain float used as a weight is a `constant` schedule.
+no retracing. A plain float used as a weight is a `constant` schedule. Schedules are Keras
+learning-rate schedules too: `keras.optimizers.Adam(learning_rate=lw.schedules.cosine(...))`.
 
 >>> from lossweave import schedules
 >>> round(float(schedules.linear(0.0, 1.0, steps=10)(5)), 3)
@@ -24,11 +25,16 @@ def _progress(step, begin, steps):
     return ops.clip((_float(step) - begin) / max(steps, 1), 0.0, 1.0)
 
 
-class Schedule:
+class Schedule(keras.optimizers.schedules.LearningRateSchedule):
     """Base class: a callable of the step with a config. Subclasses define `__call__`.
+
+    A `keras.optimizers.schedules.LearningRateSchedule`, so any schedule is also a learning rate.
 
     >>> constant(0.5).get_config()
     {'value': 0.5}
+    >>> optimizer = keras.optimizers.SGD(learning_rate=exponential_approach(1e-2, 1e-4, decay=0.5))
+    >>> round(float(optimizer.learning_rate), 6)
+    0.01
     """
 
     is_constant = False

@@ -162,27 +162,6 @@ class Sampling(keras.layers.Layer):
         return {**super().get_config(), "seed": self.seed}
 
 
-@keras.saving.register_keras_serializable(package="sketch_rnn")
-class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
-    """The reference's learning rate: ``lr = (initial - minimum) * decay ** step + minimum``.
-
-    A Keras schedule around ``lw.schedules.exponential_approach(initial, minimum, decay)``.
-
-    >>> round(float(LearningRate(1e-3, 1e-5, 0.9999)(10_000)), 6)
-    0.000374
-    """
-
-    def __init__(self, initial, minimum, decay):
-        self.initial, self.minimum, self.decay = float(initial), float(minimum), float(decay)
-        self.schedule = lw.schedules.exponential_approach(self.initial, self.minimum, decay=self.decay)
-
-    def __call__(self, step):
-        return self.schedule(step)
-
-    def get_config(self):
-        return {"initial": self.initial, "minimum": self.minimum, "decay": self.decay}
-
-
 def kl_weight(hps):
     """The KL weight's schedule: ``w = kl_weight - (kl_weight - kl_weight_start) * kl_decay_rate ** step``.
 
@@ -209,12 +188,14 @@ def objective(hps):
 
 
 def optimizer(hps):
-    """Adam with the decaying learning rate and gradients clipped by value, as the reference.
+    """Adam with gradients clipped by value, and the reference's learning rate:
+    ``lr = (initial - minimum) * decay ** step + minimum`` (an ``lw.schedules.exponential_approach``).
 
-    >>> float(optimizer(HParams()).clipvalue)
-    1.0
+    >>> adam = optimizer(HParams())
+    >>> float(adam.clipvalue), round(float(adam.learning_rate), 6)
+    (1.0, 0.001)
     """
-    rate = LearningRate(hps.learning_rate, hps.min_learning_rate, hps.decay_rate)
+    rate = lw.schedules.exponential_approach(hps.learning_rate, hps.min_learning_rate, decay=hps.decay_rate)
     return keras.optimizers.Adam(learning_rate=rate, clipvalue=hps.grad_clip)
 
 
