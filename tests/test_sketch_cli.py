@@ -132,7 +132,7 @@ def test_a_bad_npz_file_is_a_clear_error(tmp_path, capsys):
     (["train", "--data", "synthetic", "--preset", "huge", "--out", "{tmp}"], "invalid choice: 'huge'"),
     (["sample", "--out", "{tmp}", "--temperature", "0"], "must be > 0"),
     (["train", "--data", "synthetic", "--set", "zsize=8", "--out", "{tmp}"], "KEY one of enc_rnn_size"),
-    (["train", "--data", "synthetic", "--set", "z_size=eight", "--out", "{tmp}"], "z_size must be a int"),
+    (["train", "--data", "synthetic", "--set", "z_size=eight", "--out", "{tmp}"], "z_size must be of type int"),
     (["train", "--data", "synthetic", "--set", "augment=1", "--out", "{tmp}"], "augment is true or false"),
     (["interpolate", "--out", "{run}", "--pair", "0", "999"], "cannot pick sketches [0, 999]"),
 ])

@@ -212,7 +212,7 @@ def _setup(args):
     if args.data is None:
         raise ValueError("a new run needs --data (synthetic, or .npz files)")
     preset = args.preset or "paper"
-    hps = dataclasses.replace(presets.get(preset), conditional=not args.unconditional, **dict(args.set))
+    hps = dataclasses.replace(presets.get(preset), **{"conditional": not args.unconditional, **dict(args.set)})
     spec = _data_spec(args.data, args.per_class, args.seed)
     sketches = _load(spec, hps.max_seq_len)
     if not sketches.train or not sketches.valid:
@@ -337,7 +337,7 @@ def _hparam(text):
     try:
         return key, kind(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{key} must be a {kind.__name__}, got {value!r}") from None
+        raise argparse.ArgumentTypeError(f"{key} must be of type {kind.__name__}, got {value!r}") from None
 
 
 def _parser():
