@@ -40,6 +40,12 @@ def objective(weight):
     return lw.Objective({"mse": "mean_squared_error", "activity": lw.Term(activity, weight=weight)})
 
 
+def probes(**functions):
+    """MSE plus terms of weight 0 that log what they are injected with (`name=function`)."""
+    terms = {name: lw.Term(function, weight=0.0) for name, function in functions.items()}
+    return lw.Objective({"mse": "mean_squared_error", **terms})
+
+
 def test_outputs_are_the_declared_ones():
     model = penalty_model()
     x, _ = data()
@@ -124,11 +130,10 @@ def test_epoch_and_step_are_injectable():
     model = penalty_model()
     model.compile(
         optimizer="sgd",
-        loss=lw.Objective({
-            "mse": "mean_squared_error",
-            "epoch_seen": lw.Term(lambda epoch: ops.cast(epoch, "float32"), weight=0.0),
-            "step_seen": lw.Term(lambda step: ops.cast(step, "float32"), weight=0.0),
-        }),
+        loss=probes(
+            epoch_seen=lambda epoch: ops.cast(epoch, "float32"),
+            step_seen=lambda step: ops.cast(step, "float32"),
+        ),
     )
     x, y = data()
     history = model.fit(x, y, batch_size=8, epochs=3, verbose=0).history
@@ -140,10 +145,7 @@ def test_training_is_injected_true_in_fit_and_false_in_evaluation():
     model = penalty_model()
     model.compile(
         optimizer="sgd",
-        loss=lw.Objective({
-            "mse": "mean_squared_error",
-            "training_seen": lw.Term(lambda training: 1.0 if training else 0.0, weight=0.0),
-        }),
+        loss=probes(training_seen=lambda training: 1.0 if training else 0.0),
         metrics=[lw.metric(lambda training: 2.0 if training else 3.0, name="metric_training")],
     )
     x, y = data()

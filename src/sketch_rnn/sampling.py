@@ -3,8 +3,9 @@
 Decoding runs the trained decoder one step at a time: the ``decoder`` layer's LSTM cell with its
 state, the ``mdn_head`` Dense, and (conditional models) the ``init_state`` Dense on ``z``, for a
 batch of sketches at once. The step is a small ``keras.Model`` run with ``predict_on_batch``, so
-it is compiled on every backend (run eagerly, a TensorFlow step costs ~10 ms, six times more). Each step draws the next point with NumPy from an explicitly seeded
-generator, with a temperature ``tau`` as in the paper (section 3.3):
+it is compiled on every backend (run eagerly, a TensorFlow step costs ~10 ms, six times more).
+Each step draws the next point with NumPy from an explicitly seeded generator, with a temperature
+``tau`` as in the paper (section 3.3):
 
 - mixture weights and pen states: ``softmax(logits / tau)``;
 - the chosen Gaussian's variances: ``sigma^2 * tau`` (the correlation is unchanged).
