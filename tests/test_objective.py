@@ -73,12 +73,11 @@ def test_objective_sums_weighted_terms():
         "mae": "mean_absolute_error",
         "scaled": lw.Term(lambda step: ops.cast(step, "float32"), weight=lw.schedules.linear(0, 1, steps=6)),
     })
-    objective.build(NAMES)
-    total, values, weights = objective.compute(tensors())
-    np.testing.assert_allclose(float(values["scaled"]), 3.0)
-    np.testing.assert_allclose(float(weights["scaled"]), 0.5)
-    np.testing.assert_allclose(float(total), float(values["mae"]) + 1.5, rtol=1e-6)
-    assert [t.name for t in objective.trackers] == ["mae", "scaled", "scaled_weight"]
+    assert objective.build(NAMES) == ["mae", "scaled", "scaled_weight"]
+    total, logged = objective.compute(tensors())
+    np.testing.assert_allclose(float(logged["scaled"]), 3.0)
+    np.testing.assert_allclose(float(logged["scaled_weight"]), 0.5)
+    np.testing.assert_allclose(float(total), float(logged["mae"]) + 1.5, rtol=1e-6)
 
 
 @pytest.mark.parametrize("terms, message", [

@@ -2,14 +2,26 @@
 
 >>> import lossweave as lw
 >>> sorted(name for name in lw.__all__ if not name.startswith("_"))
-['Model', 'NonFiniteTermError', 'Objective', 'Term', 'losses', 'metric', 'schedules']
+['Model', 'NonFiniteTermError', 'Objective', 'Sequential', 'Tap', 'Term', 'losses', 'metric', 'schedules', 'tap']
 """
 
 from lossweave import losses, schedules
 from lossweave.guard import NonFiniteTermError
 from lossweave.metrics import metric
-from lossweave.model import Model
+from lossweave.model import Model, Sequential
 from lossweave.objective import Objective, Term
+from lossweave.taps import Tap, tap
 
-__all__ = ["Model", "NonFiniteTermError", "Objective", "Term", "losses", "metric", "schedules"]
+__all__ = [
+    "Model",
+    "NonFiniteTermError",
+    "Objective",
+    "Sequential",
+    "Tap",
+    "Term",
+    "losses",
+    "metric",
+    "schedules",
+    "tap",
+]
 __version__ = "0.1.0"

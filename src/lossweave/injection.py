@@ -10,10 +10,6 @@ The signature is inspected once, when the term or metric is built; each step onl
 
 import inspect
 
-#: Names every objective and metric can ask for, besides the taps of an `lw.Model`.
-#: `training` is a Python bool: True in the train step, False in evaluation (and validation).
-INJECTABLE = ("y_true", "y_pred", "x", "sample_weight", "mask", "step", "epoch", "training")
-
 
 class Injector:
     """Calls `fn` with its parameters looked up by name in a dict of the step's tensors.

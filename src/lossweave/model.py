@@ -1,9 +1,17 @@
-"""`lw.Model`: a functional Keras model whose objective and metrics can read named intermediate tensors.
+"""`lw.Model` and `lw.Sequential`: Keras models whose objective and metrics read named taps.
 
-The functional graph computes the declared outputs and the taps in one forward pass. While Keras's
-train step, test step and symbolic build run, `call` returns `(outputs, taps)` so that
-`compute_loss` and `compute_metrics` see the taps; everywhere else (`model(x)`, `predict`, export)
-it returns the declared outputs only.
+Three styles, one mechanism:
+
+- functional: `lw.Model(inputs, outputs, taps={name: tensor})`, or a graph with `lw.Tap` layers;
+- subclassed: `class VAE(lw.Model)` with its own `call`, taps from `lw.Tap` layers or `lw.tap(...)`;
+- `lw.Sequential([...])` with `lw.Tap` layers in the stack.
+
+Inside the model's own train step, test step and symbolic build, its `call` returns the declared
+outputs together with the taps recorded in that same forward pass (see `lossweave.taps`);
+`compute_loss` and `compute_metrics` split them again. Everywhere else (`model(x)`, `predict`,
+export) `call` returns the declared outputs only. The model owns a non-trainable `step` counter,
+advanced once per training step and saved with the model, from which schedules are computed
+inside the compiled step.
 
 >>> import keras, numpy as np
 >>> import lossweave as lw
@@ -20,24 +28,33 @@ it returns the declared outputs only.
 (2, 1)
 """
 
-import contextlib
+from __future__ import annotations
+
+import threading
 
 import keras
 from keras import ops
-from keras.src.backend.common.masking import get_keras_mask
-from keras.src.losses.loss import scale_loss_for_distribution
 
+from lossweave import taps as taps_module
+from lossweave._keras import Functional, MetricGroup, flatten_layers, scale_loss_for_distribution
 from lossweave.guard import NonFiniteGuard
-from lossweave.injection import INJECTABLE
 from lossweave.objective import Objective
+from lossweave.step import INJECTABLE, output_keys, step_tensors
+from lossweave.trackers import TermTracker
+
+# A functional lw.Model's graph computes the declared outputs and the `taps=` tensors together.
+_OUTPUTS, _TAPS = "__lw_outputs__", "__lw_taps__"
+_graphs = threading.local()  # ids of the functional lw models whose graph this thread is running
 
 
 class _Compiled:
     """What `compile` adds, kept outside Keras's automatic tracking of attributes."""
 
-    def __init__(self, objective=None, metrics=(), check_finite=True, config=None):
+    def __init__(self, objective=None, trackers=None, metrics=(), check_finite=True, config=None):
         self.objective = objective
+        self.trackers = trackers
         self.metrics = list(metrics)
+        self.metric_group = MetricGroup(self.metrics, name="lw_metrics") if metrics else None
         self.check_finite = check_finite
         self.config = config or {}
 
@@ -52,12 +69,11 @@ def _metric_name(metric):
     return getattr(metric, "name", None) or getattr(metric, "__name__", None)
 
 
-def _masks(outputs):
-    if isinstance(outputs, dict):
-        return {key: get_keras_mask(value) for key, value in outputs.items()}
-    if isinstance(outputs, (list, tuple)):
-        return [get_keras_mask(value) for value in outputs]
-    return get_keras_mask(outputs)
+def _functional_arguments(args, kwargs):
+    """Keras's rule: `(inputs, outputs)` positionally or by keyword make a functional model."""
+    return len(args) == 2 or (len(args) == 1 and "outputs" in kwargs) or (
+        "inputs" in kwargs and "outputs" in kwargs
+    )
 
 
 class _EpochCounter(keras.callbacks.Callback):
@@ -73,33 +89,57 @@ class _EpochCounter(keras.callbacks.Callback):
 
 @keras.saving.register_keras_serializable(package="lossweave")
 class Model(keras.Model):
-    """A functional `keras.Model` with named taps on intermediate tensors.
+    """A `keras.Model` whose objective and metrics can read named intermediate tensors (taps).
+
+    `lw.Model(inputs, outputs, taps={name: tensor})` builds a functional model (outputs may be a
+    tensor, list or dict; `lw.Tap` layers in the graph are taps too). Subclassing `lw.Model` with
+    your own `__init__(**kwargs)` and `call(self, inputs, training=False)` builds a subclassed
+    model, the keras.io way; its taps come from `lw.Tap` layers and `lw.tap(...)` calls met while
+    `call` runs, at any depth.
 
     Args:
-        inputs, outputs: as for a functional `keras.Model` (outputs may be a tensor, list or dict).
-        taps: `{name: tensor}` intermediate tensors of the same graph that objectives and metrics
-            can ask for by name.
+        inputs, outputs: as for a functional `keras.Model`.
+        taps: `{name: tensor}` intermediate tensors of the same graph, by name.
 
-    The model owns a non-trainable `step` counter, advanced once per training step and saved with
-    the model, from which schedules are computed inside the compiled step.
+    >>> import keras, numpy as np
+    >>> import lossweave as lw
+    >>> class Net(lw.Model):
+    ...     def __init__(self, **kwargs):
+    ...         super().__init__(**kwargs)
+    ...         self.hidden, self.tap, self.head = keras.layers.Dense(4), lw.Tap("h"), keras.layers.Dense(1)
+    ...     def call(self, x, training=False):
+    ...         return self.head(self.tap(self.hidden(x)))
+    >>> net = Net()
+    >>> net.compile(optimizer="sgd", loss=lw.Objective({
+    ...     "mse": "mse", "activity": lw.Term(lambda h: keras.ops.mean(h ** 2), weight=0.1)}))
+    >>> sorted(net.fit(np.ones((4, 3)), np.ones((4, 1)), verbose=0).history)
+    ['activity', 'loss', 'mse']
+    >>> net.predict(np.ones((2, 3)), verbose=0).shape
+    (2, 1)
     """
 
-    def __init__(self, *args, taps=None, **kwargs):
-        inputs = args[0] if args else kwargs.pop("inputs")
-        outputs = args[1] if len(args) > 1 else kwargs.pop("outputs")
-        if kwargs.pop("packed_taps", False):  # from_config: outputs is [outputs, taps]
-            outputs, taps = outputs
-        taps = dict(taps or {})
-        for name in taps:
-            if not isinstance(name, str) or not name.isidentifier() or name in INJECTABLE:
-                raise ValueError(
-                    f"Tap name {name!r} must be an identifier and not one of {INJECTABLE}."
-                )
-        super().__init__(inputs, [outputs, taps], **kwargs)
-        self.output_names = self.output_names[: len(keras.tree.flatten(outputs))]
-        self.tap_names = tuple(taps)
-        self._taps_visible = False
-        self._training_step = False
+    def __new__(cls, *args, **kwargs):
+        if cls is Model and _functional_arguments(args, kwargs):
+            return super().__new__(FunctionalModel, *args, **kwargs)
+        return super().__new__(cls, *args, **kwargs)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        call = cls.__dict__.get("call")
+        if call is not None and not getattr(call, "_lw_tapping", False):
+            cls.call = taps_module.tapping(call)
+
+    def __init__(self, *args, **kwargs):
+        if _functional_arguments(args, kwargs):
+            raise TypeError(
+                f"{type(self).__name__} passes inputs and outputs to lw.Model.__init__. Build the "
+                "functional model with lw.Model(inputs, outputs, taps=...), or write the model "
+                "as a subclass with its own call()."
+            )
+        super().__init__(*args, **kwargs)
+        self._setup_lossweave()
+
+    def _setup_lossweave(self):
         self._lw = _Compiled()
         self.step = self._counter("step")
         self.epoch = self._counter("epoch")
@@ -116,48 +156,46 @@ class Model(keras.Model):
 
     # -- one forward pass, two views of it ------------------------------------------------------
 
-    def call(self, inputs, training=None, mask=None, **kwargs):
-        outputs, taps = super().call(inputs, training=training, mask=mask, **kwargs)
-        if not self._taps_visible:
-            return outputs
+    @property
+    def tap_names(self) -> tuple:
+        """The taps known before the model runs: `taps=` names and `lw.Tap` layers, any depth."""
+        return tuple(taps_module.static_tap_names(flatten_layers(self), self.name))
+
+    @property
+    def _taps_known_statically(self) -> bool:
+        """Functional and Sequential graphs hold every tap; a subclassed `call` may add more."""
+        return False
+
+    def _unpack(self, result):
+        """`(outputs, taps the graph computed)` from what the wrapped `call` returned."""
+        return result, None
+
+    def _tapped(self, outputs, taps):
         # The counters travel with the taps: on JAX, compute_metrics cannot read model variables.
         # Copies: on TF and torch `.value` is live and compute_loss advances the step before
         # compute_metrics runs; both must see the step this batch trained at.
-        return outputs, dict(taps, step=ops.copy(self.step.value), epoch=ops.copy(self.epoch.value))
+        counters = {"step": ops.copy(self.step.value), "epoch": ops.copy(self.epoch.value)}
+        return taps_module.Tapped(outputs, dict(taps, **counters))
 
-    def compute_output_spec(self, inputs, training=None, mask=None):
-        outputs, taps = super().compute_output_spec(inputs, training=training, mask=mask)
-        if not self._taps_visible:
-            return outputs
-        counters = {name: keras.KerasTensor((), "int32") for name in ("step", "epoch")}
-        return outputs, dict(taps, **counters)
-
-    @contextlib.contextmanager
-    def _showing_taps(self, training=False):
-        previous = self._taps_visible, self._training_step
-        self._taps_visible, self._training_step = True, training
-        try:
-            yield
-        finally:
-            self._taps_visible, self._training_step = previous
+    def _split(self, y_pred):
+        """`(outputs, taps and counters)`; outside the model's own step there are no taps."""
+        if isinstance(y_pred, taps_module.Tapped):
+            return y_pred.outputs, y_pred.taps
+        return y_pred, {"step": self.step.value, "epoch": self.epoch.value}
 
     def train_step(self, *args, **kwargs):
-        with self._showing_taps(training=True):
+        with taps_module.stepping(self, training=True):
             return super().train_step(*args, **kwargs)
 
     def test_step(self, *args, **kwargs):
-        with self._showing_taps():
+        with taps_module.stepping(self, training=False):
             return super().test_step(*args, **kwargs)
 
+    # Private Keras API (see lossweave._keras.SYMBOLIC_BUILD): the symbolic build before `fit`
+    # runs the forward pass, compute_loss and compute_metrics as a step does.
     def _symbolic_build(self, *args, **kwargs):
-        with self._showing_taps():
+        with taps_module.stepping(self, training=False):
             return super()._symbolic_build(*args, **kwargs)
-
-    def _split(self, y_pred):
-        """`(outputs, taps and counters)` inside the train/test step, `(outputs, counters)` outside."""
-        if self._taps_visible:
-            return y_pred
-        return y_pred, {"step": self.step.value, "epoch": self.epoch.value}
 
     # -- compile ----------------------------------------------------------------------------------
 
@@ -178,22 +216,31 @@ class Model(keras.Model):
             optimizer=optimizer, loss=None if objective else loss, metrics=keras_metrics, **kwargs
         )
         available = list(INJECTABLE) + list(self.tap_names)
+        late = not self._taps_known_statically
+        outputs = self._declared_output_keys()
         for metric in lw_metrics:
-            metric.resolve(available)
+            metric.resolve(available, late=late)
+        trackers = None
         if objective is not None:
             reserved = {"loss"} | {_metric_name(m) for m in names}
-            objective.build(available, reserved=reserved)
+            logged = objective.build(available, reserved=reserved, late=late, outputs=outputs)
+            trackers = TermTracker(logged)
         config = {"loss": loss, "metrics": metrics, "check_finite": check_finite}
-        self._lw = _Compiled(objective, lw_metrics, check_finite, config)
+        self._lw = _Compiled(objective, trackers, lw_metrics, check_finite, config)
+
+    def _declared_output_keys(self):
+        """The output keys of a multi-output model when known before it runs, else None."""
+        return None
 
     @property
     def metrics(self):
         metrics = super().metrics
-        lw = getattr(self, "_lw", None)
+        lw = self.__dict__.get("_lw")
         if lw is None or not self.compiled:
             return metrics
-        trackers = lw.objective.trackers if lw.objective is not None else []
-        return metrics[:1] + trackers + metrics[1:] + lw.metrics
+        head = [lw.trackers] if lw.trackers is not None else []
+        tail = [lw.metric_group] if lw.metric_group is not None else []
+        return metrics[:1] + head + metrics[1:] + tail
 
     def get_compile_config(self):
         config = super().get_compile_config()
@@ -208,18 +255,6 @@ class Model(keras.Model):
 
     # -- the objective inside the step ----------------------------------------------------------
 
-    def _step_tensors(self, x, y, outputs, taps, sample_weight, training):
-        tensors = dict(taps)
-        tensors.update(
-            x=x,
-            y_true=y,
-            y_pred=outputs,
-            sample_weight=sample_weight,
-            mask=_masks(outputs),
-            training=training,
-        )
-        return tensors
-
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         outputs, taps = self._split(y_pred)
         objective = self._lw.objective
@@ -228,27 +263,21 @@ class Model(keras.Model):
         else:
             # Under tf.distribute each replica's loss is divided by the number of replicas, as
             # Keras scales its own losses; the trainer unscales it again for the logged `loss`.
-            total = scale_loss_for_distribution(
-                self._objective_loss(x, y, outputs, taps, sample_weight, training)
-            )
+            tensors = step_tensors(x, y, outputs, taps, sample_weight, training)
+            total, logged = objective.compute(tensors)
+            self._lw.trackers.update(logged, tensors)
+            for extra in self.losses:  # add_loss() and regularizers, as Keras adds them
+                total = total + ops.cast(ops.sum(extra), total.dtype)
+            total = scale_loss_for_distribution(total)
         if training:
             self.step.assign_add(1)
-        return total
-
-    def _objective_loss(self, x, y, outputs, taps, sample_weight, training):
-        objective = self._lw.objective
-        tensors = self._step_tensors(x, y, outputs, taps, sample_weight, training)
-        total, values, weights = objective.compute(tensors)
-        batch_size = ops.shape(next(t for t in keras.tree.flatten(x) if t is not None))[0]
-        objective.track(values, weights, batch_size)
-        for extra in self.losses:  # add_loss() and regularizers, as Keras adds them
-            total = total + ops.cast(ops.sum(extra), total.dtype)
         return total
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         outputs, taps = self._split(y_pred)
         if self._lw.metrics:
-            tensors = self._step_tensors(x, y, outputs, taps, sample_weight, self._training_step)
+            training = taps_module.training(self)
+            tensors = step_tensors(x, y, outputs, taps, sample_weight, training)
             for metric in self._lw.metrics:
                 metric.update_from_tensors(tensors)
         return super().compute_metrics(x, y, outputs, sample_weight=sample_weight)
@@ -260,9 +289,100 @@ class Model(keras.Model):
         callbacks = guards + list(callbacks or []) + [_EpochCounter(self.epoch)]
         return super().fit(*args, callbacks=callbacks, **kwargs)
 
-    # -- saving -----------------------------------------------------------------------------------
 
-    def get_config(self):
-        config = super().get_config()
-        config["packed_taps"] = True
-        return config
+@keras.saving.register_keras_serializable(package="lossweave")
+class FunctionalModel(Model, Functional):
+    """The class of `lw.Model(inputs, outputs, taps=...)`: a Keras functional model with taps.
+
+    Its graph computes the declared outputs and the `taps=` tensors in one pass; `model.outputs`,
+    `model.output`, `model.output_shape` and every call outside the model's own step show only
+    the declared outputs.
+    """
+
+    # `*args, **kwargs`: Keras revives and clones a model whose constructor looks functional.
+    def __init__(self, *args, taps=None, **kwargs):
+        inputs = args[0] if args else kwargs.pop("inputs")
+        outputs = args[1] if len(args) > 1 else kwargs.pop("outputs")
+        if isinstance(outputs, dict) and set(outputs) == {_OUTPUTS, _TAPS}:  # from_config, clone
+            outputs, taps = outputs[_OUTPUTS], outputs[_TAPS]
+        taps = {taps_module.check_name(name): tensor for name, tensor in (taps or {}).items()}
+        Functional.__init__(self, inputs, {_OUTPUTS: outputs, _TAPS: taps}, **kwargs)
+        self._graph_tap_names = tuple(taps)
+        self._setup_lossweave()
+        self.tap_names  # fails now on two taps of one name
+
+    call = taps_module.tapping(Functional.call)
+
+    def _unpack(self, result):
+        return result[_OUTPUTS], result[_TAPS]
+
+    @property
+    def tap_names(self) -> tuple:
+        layers = taps_module.static_tap_names(flatten_layers(self), self.name)
+        names = list(self._graph_tap_names)
+        for name in layers:
+            if name in names:
+                raise ValueError(
+                    f"Two taps named {name!r} in model {self.name!r} (taps= and an lw.Tap "
+                    "layer). Give each its own name."
+                )
+            names.append(name)
+        return tuple(names)
+
+    @property
+    def _taps_known_statically(self) -> bool:
+        return True
+
+    def _declared_output_keys(self):
+        declared = self._outputs_struct[_OUTPUTS]
+        return output_keys(declared) if isinstance(declared, (dict, list, tuple)) else None
+
+    def compute_output_spec(self, *args, **kwargs):
+        return super().compute_output_spec(*args, **kwargs)[_OUTPUTS]
+
+    # Private Keras API (see lossweave._keras.RUN_THROUGH_GRAPH): Keras's graph runner reads
+    # `self.outputs`, which here shows only the declared outputs; while it runs (a call, a clone)
+    # `outputs` is every output of the graph, the taps included.
+    def _run_through_graph(self, *args, **kwargs):
+        running = _graphs.__dict__.setdefault("models", set())
+        running.add(id(self))
+        try:
+            return super()._run_through_graph(*args, **kwargs)
+        finally:
+            running.discard(id(self))
+
+    @property
+    def outputs(self):
+        if id(self) in getattr(_graphs, "models", ()):
+            return self._outputs
+        return keras.tree.flatten(self._outputs_struct[_OUTPUTS])
+
+    @property
+    def output(self):
+        return self._outputs_struct[_OUTPUTS]
+
+
+@keras.saving.register_keras_serializable(package="lossweave")
+class Sequential(Model, keras.Sequential):
+    """A `keras.Sequential` whose objective and metrics read the `lw.Tap` layers of its stack.
+
+    >>> import keras, numpy as np
+    >>> import lossweave as lw
+    >>> model = lw.Sequential([keras.Input((3,)), keras.layers.Dense(4, activation="relu"),
+    ...                        lw.Tap("hidden"), keras.layers.Dense(1)])
+    >>> model.compile(optimizer="sgd", loss=lw.Objective({
+    ...     "mse": "mse", "activity": lw.Term(lambda hidden: keras.ops.mean(hidden), weight=0.1)}))
+    >>> sorted(model.fit(np.ones((4, 3)), np.ones((4, 1)), verbose=0).history)
+    ['activity', 'loss', 'mse']
+    """
+
+    def __init__(self, layers=None, trainable=True, name=None):
+        keras.Sequential.__init__(self, layers, trainable=trainable, name=name)
+        self._setup_lossweave()
+        self.tap_names  # fails now on two taps of one name
+
+    call = taps_module.tapping(keras.Sequential.call)
+
+    @property
+    def _taps_known_statically(self) -> bool:
+        return True

@@ -7,63 +7,41 @@
 ...     "l1": Term(lambda y_pred: ops.mean(ops.abs(y_pred)), weight=0.1),
 ... })
 >>> objective.build(["y_true", "y_pred"])
->>> total, values, weights = objective.compute(
+['mse', 'l1']
+>>> total, logged = objective.compute(
 ...     {"y_true": ops.zeros((2, 1)), "y_pred": ops.ones((2, 1)), "step": 0})
->>> round(float(total), 3), sorted(values)
+>>> round(float(total), 3), sorted(logged)
 (1.1, ['l1', 'mse'])
 """
+
+from __future__ import annotations
 
 import keras
 from keras import ops
 
 from lossweave import schedules
+from lossweave._keras import get_keras_mask, resolve_loss, unscale_loss_for_distribution
 from lossweave.injection import Injector
 from lossweave.serialization import deserialize_function, serialize_function
+from lossweave.step import INJECTABLE, for_output, is_multi_output, output_keys, reduce, single
 
 REDUCTIONS = ("mean", "sum")
 
-
-def _select(structure, output):
-    """Picks one output (a dict key or list index) of a structure; `None` keeps it whole."""
-    if output is None or structure is None:
-        return structure
-    if isinstance(structure, dict):
-        return structure[output]
-    if isinstance(structure, (list, tuple)):
-        return structure[output]
-    return structure
+# What a Keras loss (a name or a `keras.losses.Loss`) reads of the step.
+_KERAS_LOSS_NAMES = ("y_true", "y_pred", "sample_weight")
 
 
-def for_output(tensors, output, owner):
-    """The step's tensors with `y_true`, `y_pred`, `sample_weight`, `mask` narrowed to one output."""
-    if output is None:
-        return tensors
-    picked = dict(tensors)
-    for key in ("y_true", "y_pred", "sample_weight", "mask"):
-        try:
-            picked[key] = _select(tensors.get(key), output)
-        except (KeyError, IndexError, TypeError):
-            raise ValueError(
-                f"{owner} has output={output!r}, but {key} has no such output; "
-                f"the model's outputs are {_output_keys(tensors.get('y_pred'))}."
-            ) from None
-    return picked
-
-
-def _is_structure(value):
-    return isinstance(value, (dict, list, tuple))
-
-
-def _weighted_reduce(values, sample_weight, reduction):
-    """Keras-style reduction: multiply by the (broadcast) sample weight, then mean or sum."""
-    if sample_weight is not None:
-        sample_weight = ops.cast(sample_weight, values.dtype)
-        while len(sample_weight.shape) > len(values.shape) and sample_weight.shape[-1] == 1:
-            sample_weight = ops.squeeze(sample_weight, axis=-1)
-        while len(sample_weight.shape) < len(values.shape):
-            sample_weight = ops.expand_dims(sample_weight, axis=-1)
-        values = values * sample_weight
-    return ops.mean(values) if reduction == "mean" else ops.sum(values)
+def _check_loss_name(name, owner):
+    if str(name).lower() in ("crossentropy", "ce"):  # resolved from the shapes, as compile does
+        return
+    try:
+        keras.losses.get(name)
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"{owner}: {name!r} is not a Keras loss name. Use a name Keras knows (e.g. "
+            "'mean_squared_error', 'binary_crossentropy', 'sparse_categorical_crossentropy'), "
+            "a keras.losses.Loss, or a function."
+        ) from None
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
@@ -73,17 +51,19 @@ class Term:
     Args:
         fn: a Keras loss name (`"mean_squared_error"`), a `keras.losses.Loss`, or any function
             whose parameters are injectable names (`y_true`, `y_pred`, `x`, `sample_weight`, `mask`,
-            `step`, `epoch`, `training`) or tap names of the `lw.Model`.
+            `step`, `epoch`, `training`) or tap names of the model.
         weight: a float or a schedule of the step (`lw.schedules.*`).
         bind: `{parameter: name}` renames, e.g. `bind={"activation": "layer1"}`.
         output: for a multi-output model, the output (dict key or list index) this term reads as
             `y_pred`, `y_true`, `sample_weight` and `mask`.
-        reduction: `"mean"` or `"sum"` over per-sample values (a scalar is used as it is).
+        reduction: `"mean"` or `"sum"` over the values of a function (a scalar is used as it is).
         **kwargs: fixed keyword arguments passed to `fn`, e.g. `free_bits=0.2`.
 
-    A function that returns per-sample values (leading batch axis) has the sample weights applied
-    as Keras applies them to its own losses; a function that takes `sample_weight` itself, or a
-    `keras.losses.Loss`, weighs and reduces on its own.
+    A Keras loss (name or object) returns exactly what `compile(loss=...)` returns, the output
+    mask (`mask_zero=True`, `Masking`) and sample weights included. A function's values get
+    Keras's loss rules: sample weights per sample, and, when it reads `y_pred`, the output mask
+    (a masked element counts neither in the sum nor in the mean); a function that reads
+    `sample_weight` or `mask` itself applies that one on its own.
 
     >>> term = Term(lambda y_true, y_pred: (y_pred - y_true) ** 2, weight=0.5)
     >>> term.resolve("sq", ["y_true", "y_pred"])
@@ -92,11 +72,11 @@ class Term:
     0.5
     """
 
-    def __init__(self, fn, weight=1.0, bind=None, output=None, reduction="mean", **kwargs):
+    def __init__(self, fn, weight=1.0, bind=None, output=None, reduction: str = "mean", **kwargs):
         if reduction not in REDUCTIONS:
             raise ValueError(f"Term reduction must be one of {REDUCTIONS}, got {reduction!r}.")
         self.spec = fn
-        self.fn = keras.losses.get(fn) if isinstance(fn, str) else fn
+        self.fn = fn
         self.weight = schedules.get(weight)
         self.bind = dict(bind or {})
         self.output = output
@@ -104,43 +84,120 @@ class Term:
         self.kwargs = kwargs
         self.name = None
         self._injector = None
+        self._loss = fn if isinstance(fn, keras.losses.Loss) else None
+        self._pending = None
 
-    def resolve(self, name, available):
-        """Names the term and checks, once, that every argument it needs is available."""
+    @property
+    def is_keras_loss(self) -> bool:
+        return isinstance(self.fn, (str, keras.losses.Loss))
+
+    @property
+    def _owner(self):
+        return f"term {self.name!r}"
+
+    @property
+    def reads(self) -> tuple:
+        """The step's names this term reads (known once resolved)."""
+        if self.is_keras_loss:
+            return _KERAS_LOSS_NAMES
+        return tuple(self._injector.sources.values()) if self._injector.sources else ()
+
+    def resolve(self, name: str, available, late: bool = False, outputs=None) -> None:
+        """Names the term and checks, once, that every argument it needs is available.
+
+        With `late`, a name not yet available (a tap of a subclassed model, known once it runs)
+        is resolved at the first step instead. `outputs`: a multi-output model's output keys.
+        """
         self.name = name
-        owner = f"term {name!r}"
-        self._injector = Injector(self.fn, bind=self.bind, fixed=self.kwargs, owner=owner)
-        self._injector.resolve(available)
-        self._weighs_itself = "sample_weight" in self._injector.sources
+        if isinstance(self.fn, str):
+            _check_loss_name(self.fn, self._owner)
+        elif not self.is_keras_loss:
+            self._injector = Injector(self.fn, bind=self.bind, fixed=self.kwargs, owner=self._owner)
+            try:
+                self._injector.resolve(available)
+            except ValueError:
+                if not late:
+                    raise
+                self._pending = True
+        if outputs is not None:
+            self._check_output(outputs)
 
-    def value(self, tensors):
-        """The unweighted term value (a float32 scalar) for one step's tensors."""
-        tensors = for_output(tensors, self.output, f"term {self.name!r}")
-        result = self._injector(tensors)
-        if _is_structure(result):
+    def _check_output(self, outputs):
+        reads_outputs = any(name in ("y_true", "y_pred", "sample_weight", "mask")
+                            for name in self.reads)
+        if self.output is None and reads_outputs:
             raise ValueError(
-                f"term {self.name!r} returned a {type(result).__name__}; a term must return a "
-                "tensor (a scalar or per-sample values)."
+                f"{self._owner} reads y_pred/y_true, but the model has several outputs "
+                f"({', '.join(map(str, outputs))}). Pick the one it reads with "
+                f"lw.Term(..., output={outputs[0]!r})."
             )
-        result = ops.cast(result, "float32")
-        if len(result.shape) == 0:
-            return result
-        self._check_batch_axis(result, tensors)
-        weights = None if self._weighs_itself else tensors.get("sample_weight")
-        return _weighted_reduce(result, weights, self.reduction)
-
-    def _check_batch_axis(self, result, tensors):
-        batch = _batch_size(tensors.get("y_pred"))
-        if batch is not None and result.shape[0] is not None and result.shape[0] != batch:
+        if self.output is not None and self.output not in outputs:
             raise ValueError(
-                f"term {self.name!r} returned shape {tuple(result.shape)}, but a term must return "
-                f"a scalar or per-sample values whose first axis is the batch ({batch}). Reduce "
-                "over the other axes, or return ops.mean(...) for a batch-level term."
+                f"{self._owner} has output={self.output!r}, but the model's outputs are {outputs}."
+            )
+
+    def _resolve_late(self, tensors):
+        if self._pending:
+            available = list(INJECTABLE) + [k for k in tensors if k not in INJECTABLE]
+            self._injector.resolve(available)
+            self._pending = None
+        if self.output is None and is_multi_output(tensors.get("y_pred")):
+            self._check_output(output_keys(tensors["y_pred"]))
+
+    def value(self, tensors: dict):
+        """The unweighted term value (a float32 scalar) for one step's tensors."""
+        self._resolve_late(tensors)
+        tensors = for_output(tensors, self.output, self._owner)
+        if self.is_keras_loss:
+            return self._keras_loss_value(tensors)
+        missing = [s for s in self._injector.sources.values() if s not in tensors]
+        if missing:
+            raise ValueError(
+                f"{self._owner} asks for {', '.join(map(repr, missing))}, which this step does not "
+                "have. Taps are recorded in the model's own train_step and test_step: a custom "
+                "train_step must call super().train_step(...) for the objective to see them."
+            )
+        result = self._injector(tensors)
+        is_number = isinstance(result, (int, float)) and not isinstance(result, bool)
+        if not is_number and not hasattr(result, "shape"):
+            got = "None" if result is None else f"a {type(result).__name__}"
+            raise ValueError(
+                f"{self._owner} returned {got}; a term must return a tensor (a scalar, or values "
+                "whose first axis is the batch)."
+            )
+        values = ops.cast(result, "float32")
+        if len(values.shape) == 0:
+            return values
+        self._check_batch_axis(values, tensors)
+        reads = self._injector.sources.values()
+        sample_weight = None if "sample_weight" in reads else single(tensors, "sample_weight", self._owner)
+        mask = get_keras_mask(result)
+        if "y_pred" in reads and "mask" not in reads:
+            output_mask = single(tensors, "mask", self._owner)
+            if output_mask is not None:
+                mask = output_mask if mask is None else ops.logical_and(output_mask, mask)
+        return reduce(values, sample_weight, mask, self.reduction, self._owner)
+
+    def _keras_loss_value(self, tensors):
+        y_true, y_pred = tensors["y_true"], tensors["y_pred"]
+        if self._loss is None:
+            self._loss = resolve_loss(self.fn, y_true, y_pred)
+        value = self._loss(y_true, y_pred, sample_weight=tensors.get("sample_weight"))
+        if self._loss.reduction in ("sum_over_batch_size", "mean", "mean_with_sample_weight"):
+            value = unscale_loss_for_distribution(value)  # Keras scales it; the objective will
+        return ops.cast(value, "float32")
+
+    def _check_batch_axis(self, values, tensors):
+        batch = _batch_dim(tensors.get("y_pred"))
+        if batch is not None and values.shape[0] is not None and values.shape[0] != batch:
+            raise ValueError(
+                f"{self._owner} returned shape {tuple(values.shape)}, but a term must return a "
+                f"scalar or values whose first axis is the batch ({batch}). Reduce over the other "
+                "axes, or return ops.mean(...) for a batch-level term."
             )
 
     def get_config(self):
-        owner = f"term {self.name!r}"
-        spec = self.spec if isinstance(self.spec, str) else serialize_function(self.fn, owner)
+        spec = self.spec if isinstance(self.spec, str) else serialize_function(self.fn, self._owner)
         return {
             "fn": spec,
             "weight": keras.saving.serialize_keras_object(self.weight),
@@ -159,15 +216,7 @@ class Term:
         return cls(fn, weight=weight, **config.pop("kwargs"), **config)
 
 
-def _output_keys(y_pred):
-    if isinstance(y_pred, dict):
-        return list(y_pred)
-    if isinstance(y_pred, (list, tuple)):
-        return list(range(len(y_pred)))
-    return "a single tensor"
-
-
-def _batch_size(y_pred):
+def _batch_dim(y_pred):
     for tensor in keras.tree.flatten(y_pred):
         if tensor is not None and len(tensor.shape) > 0:
             return tensor.shape[0]
@@ -176,9 +225,10 @@ def _batch_size(y_pred):
 
 @keras.saving.register_keras_serializable(package="lossweave")
 class Objective:
-    """The loss passed to `lw.Model.compile`: a weighted sum of named terms.
+    """The loss passed to `compile` of an `lw` model: a weighted sum of named terms.
 
     Each term is logged unweighted under its name, each non-constant weight as `<name>_weight`.
+    One objective may serve several models: each compiled model keeps its own logs.
 
     Args:
         terms: `{name: term}`; a term is a Keras loss name or object, a function, or a `Term`.
@@ -190,52 +240,57 @@ class Objective:
     ValueError: Objective term name 'mse' collides with a name Keras already logs (mse). Rename the term.
     """
 
-    def __init__(self, terms):
+    def __init__(self, terms: dict):
         if not isinstance(terms, dict) or not terms:
             raise ValueError(
                 "Objective takes a non-empty dict {name: term}, e.g. "
                 "lw.Objective({'mse': 'mean_squared_error'}); got " + repr(terms)
             )
         self.terms = {name: t if isinstance(t, Term) else Term(t) for name, t in terms.items()}
-        self.trackers = []
 
-    def build(self, available, reserved=()):
-        """Resolves every term's arguments and creates the per-term and per-weight trackers."""
+    def build(self, available, reserved=(), late: bool = False, outputs=None) -> list:
+        """Resolves every term's arguments; returns the logged names (terms, then weights).
+
+        `late` and `outputs` as for `Term.resolve`.
+        """
         reserved = set(reserved)
         logged = {}
         for name, term in self.terms.items():
             if not isinstance(name, str) or not name.isidentifier():
                 raise ValueError(f"Objective term names must be identifiers; got {name!r}.")
-            term.resolve(name, available)
+            term.resolve(name, available, late=late, outputs=outputs)
             logged[name] = name
             if not getattr(term.weight, "is_constant", False):
-                logged[f"{name}_weight"] = name
+                weight_name = f"{name}_weight"
+                if weight_name in self.terms:
+                    raise ValueError(
+                        f"Objective term name {weight_name!r} collides with the logged weight of "
+                        f"the scheduled term {name!r}. Rename the term."
+                    )
+                logged[weight_name] = name
         clashes = sorted(set(logged) & reserved)
         if clashes:
             raise ValueError(
                 f"Objective term name {logged[clashes[0]]!r} collides with a name Keras already "
                 f"logs ({', '.join(clashes)}). Rename the term."
             )
-        self.trackers = [keras.metrics.Mean(name=name) for name in logged]
+        return list(logged)
 
-    def compute(self, tensors):
-        """Returns `(total, values, weights)` for one step: total = sum of weight * value."""
+    def compute(self, tensors: dict):
+        """`(total, logged)` for one step: total = sum of weight * value; `logged` maps every
+        logged name (terms and non-constant weights) to its value."""
         step = tensors["step"]
-        values, weights = {}, {}
+        logged = {}
         total = None
         for name, term in self.terms.items():
-            values[name] = term.value(tensors)
-            weights[name] = ops.cast(term.weight(step), "float32")
-            weighted = weights[name] * values[name]
+            value = term.value(tensors)
+            weight = ops.cast(term.weight(step), "float32")
+            logged[name] = value
+            if not getattr(term.weight, "is_constant", False):
+                logged[f"{name}_weight"] = weight
+            weighted = weight * value
             total = weighted if total is None else total + weighted
-        return total, values, weights
-
-    def track(self, values, weights, batch_size):
-        """Adds one step's term values and weights to the epoch aggregates."""
-        current = dict(values)
-        current.update({f"{name}_weight": w for name, w in weights.items()})
-        for tracker in self.trackers:
-            tracker.update_state(ops.stop_gradient(current[tracker.name]), sample_weight=batch_size)
+        return total, logged
 
     def get_config(self):
         return {"terms": {n: keras.saving.serialize_keras_object(t) for n, t in self.terms.items()}}

@@ -57,6 +57,11 @@ def get(weight):
     >>> get(2.0)
     constant(value=2.0)
     """
+    if isinstance(weight, type):
+        raise TypeError(
+            f"weight={weight.__name__} is a schedule class, not a schedule: call it with its "
+            "arguments, e.g. lw.schedules.linear(0.0, 1.0, steps=1000)."
+        )
     if isinstance(weight, Schedule):
         return weight
     if isinstance(weight, (int, float)) and not isinstance(weight, bool):

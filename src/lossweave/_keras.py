@@ -1,0 +1,76 @@
+"""The private Keras APIs lossweave needs, in one place, each where no public way exists.
+
+`tests/test_keras_private.py` fails when Keras changes any of them.
+
+>>> callable(get_keras_mask) and callable(scale_loss_for_distribution)
+True
+"""
+
+import keras
+
+# The output mask Keras attaches to a tensor (Embedding(mask_zero=True), Masking): `Loss.__call__`
+# reads it with this function; there is no public accessor.
+from keras.src.backend.common.masking import get_keras_mask  # noqa: F401
+
+# How Keras scales its own losses under tf.distribute (divided by the number of replicas).
+from keras.src.losses.loss import scale_loss_for_distribution  # noqa: F401
+
+# A loss identifier resolved exactly as `compile(loss=...)` resolves it ("crossentropy" picks
+# binary, categorical or sparse from the shapes; a function is wrapped in a `Loss`, which applies
+# the output mask and sample weights).
+from keras.src.trainers.compile_utils import MetricsList
+from keras.src.trainers.compile_utils import get_loss as resolve_loss  # noqa: F401
+
+# The class of functional models: a functional lw.Model subclasses it directly, because
+# `keras.Model.__init__` would rewrite the bases of lw.Model itself to make it functional.
+from keras.src.models.functional import Functional  # noqa: F401
+
+# Keras's own losses divide by the number of replicas (see above); a term's logged value is the
+# unscaled one.
+from keras.src.losses.loss import unscale_loss_for_distribution  # noqa: F401
+
+#: The trainer method that builds a model's state symbolically before `fit`/`evaluate`; lw models
+#: wrap it so that the symbolic forward pass records taps as a real step does.
+SYMBOLIC_BUILD = "_symbolic_build"
+
+#: The `Function` method that runs a functional graph; a functional `lw.Model` runs its graph on
+#: the outputs and the taps, and shows only the outputs as `model.outputs`.
+RUN_THROUGH_GRAPH = "_run_through_graph"
+
+
+def flatten_layers(model):
+    """Every layer `model` tracks, at any depth (Keras's `Layer._flatten_layers`)."""
+    return model._flatten_layers(include_self=False, recursive=True)
+
+
+class MetricGroup(MetricsList):
+    """Metrics grouped so that Keras callbacks in `mode="auto"` find them by name.
+
+    `EarlyStopping`, `ModelCheckpoint` and `ReduceLROnPlateau` look a monitored name up only inside
+    the `MetricsList`s of `model.metrics`, and read its `_direction`; the group's result is the
+    dict of its metrics' results, as Keras logs them.
+    """
+
+    def __init__(self, metrics, name):
+        super().__init__(list(metrics), name=name)
+
+    def result(self):
+        results = {}
+        for metric in self.metrics:
+            result = metric.result()
+            results.update(result if isinstance(result, dict) else {metric.name: result})
+        return results
+
+
+__all__ = [
+    "Functional",
+    "unscale_loss_for_distribution",
+    "MetricGroup",
+    "RUN_THROUGH_GRAPH",
+    "SYMBOLIC_BUILD",
+    "flatten_layers",
+    "get_keras_mask",
+    "keras",
+    "resolve_loss",
+    "scale_loss_for_distribution",
+]
