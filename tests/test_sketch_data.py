@@ -1,10 +1,15 @@
 """Tests for sketch_rnn.data: formats, normalisation, augmentation, batches, .npz files, synthetic set."""
 
+import io
+import os
+import pickle
+import struct
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sketch_rnn import data
@@ -225,6 +230,12 @@ def corrupt_npz_bytes(path):
     return bytes(raw)
 
 
+def flip_central_directory(raw):
+    raw = bytearray(raw)
+    raw[raw.index(b"PK\x01\x02") + 1] ^= 0xFF
+    return bytes(raw)
+
+
 BAD_FILES = {
     "missing key 'test'": lambda p: write_npz(p, train=[SQUARE], valid=[SQUARE]),
     r"train\[1\] is not a 2-D \(n, 3\) stroke-3 array \(got \(5, 2\)\)": lambda p: write_npz(
@@ -249,6 +260,9 @@ BAD_FILES = {
     r"not an \.npz \(zip\) file": lambda p: p.write_bytes(b"this is not a zip file"),
     "split 'train' is not an array of sketches": lambda p: np.savez(p, train=3, valid=[], test=[]),
     "split 'test' is corrupt": lambda p: p.write_bytes(corrupt_npz_bytes(p)),
+    r"its zip directory is corrupt \(BadZipFile: Bad magic number for central directory\)": lambda p: p.write_bytes(
+        flip_central_directory(write_npz(p, train=[SQUARE], valid=[SQUARE], test=[SQUARE]).read_bytes())
+    ),
 }
 
 
@@ -273,6 +287,164 @@ def test_load_real_sheep_file():
     assert (len(sheep.train), len(sheep.valid), len(sheep.test)) == (7400, 300, 300)
     assert sheep.class_names == ("aaron_sheep",)
     assert max(map(len, sheep.train)) <= 250 and sheep.train[0].dtype == np.int16
+
+
+
+class RunsCode:
+    """Pickles as a call of os.system: what a malicious sketch file holds."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def test_load_npz_refuses_a_pickle_that_runs_code(tmp_path):
+    pwned = tmp_path / "PWNED"
+    path = write_npz(tmp_path / "evil.npz", train=[SQUARE, RunsCode(f"touch {pwned}")], valid=[SQUARE], test=[SQUARE])
+    with pytest.raises(data.SketchFileError, match=r"split 'train' refers to posix\.system, .*: refused") as error:
+        data.load_npz(path)
+    assert str(error.value).startswith(f"{path}: ")
+    assert not pwned.exists()
+
+
+class Python2Pickler(pickle._Pickler):
+    """Pickles bytes as Python 2 ``str`` (SHORT_BINSTRING / BINSTRING), as numpy under Python 2 wrote
+    the published QuickDraw files: they load only with ``encoding='latin1'``."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def save_python2_str(self, obj):
+        if len(obj) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(obj)]) + obj)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(obj)) + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = save_python2_str
+
+
+def python2_pickle(array):
+    buffer = io.BytesIO()
+    Python2Pickler(buffer, protocol=2).dump(array)
+    return buffer.getvalue().replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+
+
+def npz_of_pickles(path, **pickles):
+    """An .npz whose members are object-array headers of ``(pickle, length)`` followed by the pickle."""
+    with zipfile.ZipFile(path, "w") as zip_file:
+        for split, (pickled, length) in pickles.items():
+            member = io.BytesIO()
+            np.lib.format.write_array_header_1_0(member, {"descr": "|O", "fortran_order": False, "shape": (length,)})
+            zip_file.writestr(f"{split}.npy", member.getvalue() + pickled)
+    return path
+
+
+NEGATIVE = sketch([-1, -300, 0], [255, -129, 1])  # int16 bytes >= 0x80: not ASCII
+
+
+@pytest.mark.parametrize("dumps", [python2_pickle, lambda a: pickle.dumps(a, protocol=2)], ids=["python2", "protocol2"])
+def test_load_npz_reads_python2_style_pickles(tmp_path, dumps):
+    splits = {"train": [NEGATIVE, SQUARE], "valid": [SQUARE], "test": [NEGATIVE.astype(np.float32)]}
+    pickled = {split: (dumps(object_array(sketches)), len(sketches)) for split, sketches in splits.items()}
+    loaded = data.load_npz(npz_of_pickles(tmp_path / "cat.npz", **pickled))
+    for split, sketches in splits.items():
+        for got, expected in zip(getattr(loaded, split), sketches, strict=True):
+            assert got.dtype == expected.dtype and got.flags.writeable
+            np.testing.assert_array_equal(got, expected)
+
+
+def test_python2_pickles_need_latin1():
+    with pytest.raises(UnicodeDecodeError):
+        pickle.loads(python2_pickle(object_array([NEGATIVE])))  # encoding='ASCII', as np.load's default
+
+
+class ForgedArray:
+    """Pickles as numpy's _reconstruct with a chosen ``__setstate__`` state."""
+
+    def __init__(self, state):
+        self.state = state
+
+    def __reduce__(self):
+        return np.empty(0).__reduce__()[0], (np.ndarray, (0,), b"b"), self.state
+
+
+@pytest.mark.parametrize("state, problem", [
+    # numpy's own unpickling crashes the interpreter (SIGSEGV) on this one.
+    ((1, (5,), np.dtype(object), False, [SQUARE, SQUARE]), r"an object array of shape \(5,\) without its 5 items"),
+    ((1, (2, 3), np.dtype(np.int16), False, b"\0" * 4), r"4 bytes for 6 items of int16"),
+    ((1, (2,), np.dtype([("a", "i2")]), False, b"\0" * 4), r"dtype .* is not a number, string or object dtype"),
+])
+def test_load_npz_refuses_forged_array_states(tmp_path, state, problem):
+    pickled = pickle.dumps(object_array([ForgedArray(state)]), protocol=4)
+    path = npz_of_pickles(tmp_path / "bad.npz", train=(pickled, 1), valid=(pickled, 1), test=(pickled, 1))
+    with pytest.raises(data.SketchFileError, match=rf"split 'train' is corrupt \(ValueError: {problem}"):
+        data.load_npz(path)
+
+
+def npz_bytes(savez=np.savez, **splits):
+    buffer = io.BytesIO()
+    savez(buffer, **{name: object_array(sketches) for name, sketches in splits.items()})
+    return buffer.getvalue()
+
+
+SMALL = {"train": [SQUARE, DOT_THEN_LINE, NEGATIVE], "valid": [SQUARE], "test": [DOT_THEN_LINE]}
+SMALL_FILES = [npz_bytes(**SMALL), npz_bytes(np.savez_compressed, **SMALL)]
+with io.BytesIO() as _buffer:
+    npz_of_pickles(_buffer, **{split: (python2_pickle(object_array(s)), len(s)) for split, s in SMALL.items()})
+    SMALL_FILES.append(_buffer.getvalue())
+
+
+@st.composite
+def damaged(draw, raw):
+    """``raw`` with some bytes flipped, a range zeroed, or its end cut off."""
+    raw = bytearray(raw)
+    kind = draw(st.sampled_from(["flip", "zero", "truncate"]))
+    if kind == "flip":
+        for i in draw(st.lists(st.integers(0, len(raw) - 1), min_size=1, max_size=4)):
+            raw[i] ^= draw(st.integers(1, 255))
+    elif kind == "zero":
+        start = draw(st.integers(0, len(raw) - 1))
+        end = draw(st.integers(start + 1, min(len(raw), start + 64)))
+        raw[start:end] = bytes(end - start)
+    else:
+        raw = raw[: draw(st.integers(0, len(raw) - 1))]
+    return bytes(raw)
+
+
+@st.composite
+def damaged_files(draw):
+    """A small valid file damaged as a whole (mostly caught by the zip's CRCs), or in one member
+    zipped again with a good CRC (caught by the npy and pickle readers)."""
+    raw = draw(st.sampled_from(SMALL_FILES))
+    target = draw(st.sampled_from(["file", *(f"{split}.npy" for split in data.SPLITS)]))
+    if target == "file":
+        return draw(damaged(raw))
+    with zipfile.ZipFile(io.BytesIO(raw)) as zip_file:
+        members = {name: zip_file.read(name) for name in zip_file.namelist()}
+    members[target] = draw(damaged(members[target]))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zip_file:
+        for name, member in members.items():
+            zip_file.writestr(name, member)
+    return buffer.getvalue()
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=damaged_files())
+def test_load_npz_damaged_file_loads_valid_sketches_or_names_the_file(tmp_path, raw):
+    path = tmp_path / "cat.npz"
+    path.write_bytes(raw)
+    try:
+        loaded = data.load_npz(path)
+    except data.SketchFileError as error:
+        assert str(error).startswith(f"{path}: ") and "\n" not in str(error)
+        return
+    for split in data.SPLITS:
+        for s in getattr(loaded, split):
+            assert s.ndim == 2 and s.shape[1] == 3 and len(s) and np.isfinite(s).all()
+            assert set(np.unique(s[:, 2])) <= {0, 1}
 
 
 # --- synthetic sketches ------------------------------------------------------------------------

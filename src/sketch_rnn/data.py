@@ -23,10 +23,15 @@ Offsets are normalised by one scale, the standard deviation of all training offs
 (:func:`scale_factor`, :func:`normalize`), before batching; augmentation acts on normalised data.
 """
 
+import contextlib
 import dataclasses
+import io
+import itertools
+import math
 import pickle
+import pickletools
+import re
 import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -224,10 +229,35 @@ class StrokeBatches:
     def __iter__(self):
         order = self.rng.permutation(len(self.sketches))
         for b in range(len(self)):
-            batch = [self.sketches[i] for i in order[b * self.batch_size : (b + 1) * self.batch_size]]
-            if self.augment:
-                batch = [augment_strokes(random_scale(s, self.rng), self.rng) for s in batch]
-            yield arrays(batch, self.max_len)
+            yield self._batch(order, b, self.rng)
+
+    def _batch(self, order, b, rng):
+        """Batch ``b`` of the pass over the sketches in ``order``, augmented with ``rng``."""
+        batch = [self.sketches[i] for i in order[b * self.batch_size : (b + 1) * self.batch_size]]
+        if self.augment:
+            batch = [augment_strokes(random_scale(s, rng), rng) for s in batch]
+        return arrays(batch, self.max_len)
+
+    def from_step(self, step, seed):
+        """Endless batches for the training steps ``step, step + 1, ...``, each a function of ``seed``
+        and its step only (``self.rng`` is not used), so that a run resumed at any step trains on
+        the batches it would have had.
+
+        Step ``s`` takes batch ``s % len(self)`` of pass ``s // len(self)`` over the sketches,
+        shuffled by ``np.random.default_rng([seed, pass])``; its augmentation draws from
+        ``np.random.default_rng([seed, pass, batch])``.
+
+        >>> batches = StrokeBatches([np.array([[i, 0, 1]]) for i in range(4)], 1, 2, np.random.default_rng(0))
+        >>> first = [int(x[0, 1, 0]) for x, _ in itertools.islice(batches.from_step(0, seed=0), 6)]
+        >>> resumed = [int(x[0, 1, 0]) for x, _ in itertools.islice(batches.from_step(3, seed=0), 3)]
+        >>> first, resumed == first[3:]
+        ([2, 0, 1, 3, 3, 0], True)
+        """
+        for s in itertools.count(step):
+            pass_, b = divmod(s, len(self))
+            if b == 0 or s == step:
+                order = np.random.default_rng([seed, pass_]).permutation(len(self.sketches))
+            yield self._batch(order, b, np.random.default_rng([seed, pass_, b]))
 
     def forever(self):
         """Endless generator of batches, epoch after epoch, for ``keras.Model.fit``.
@@ -281,12 +311,188 @@ def _sketch_set(per_class, class_names, dropped):
 
 
 class SketchFileError(ValueError):
-    """A sketch ``.npz`` file that is not in the QuickDraw sketch-rnn format."""
+    """A sketch ``.npz`` file that is not in the QuickDraw sketch-rnn format, or is damaged.
+
+    >>> str(SketchFileError("cat.npz", "missing key 'test'"))
+    "cat.npz: missing key 'test'"
+    """
 
     def __init__(self, path, problem):
         super().__init__(f"{path}: {problem}")
         self.path = path
         self.problem = problem
+
+
+# --- reading .npz files without running their pickles -------------------------------------------
+# numpy stores object arrays as pickles (Python 2 ones, in the published QuickDraw files), and
+# unpickling runs whatever functions a pickle names. Here a pickle may name only numpy's
+# ``_reconstruct``, ``ndarray`` and ``dtype`` (under ``numpy.core`` or ``numpy._core``) and the
+# ``_codecs.encode`` that Python 3 protocol-2 pickles use for bytes, and each name gives a
+# stand-in below, never numpy itself. Any other name (``os.system``...) is refused, so nothing a
+# file names is ever called. Arrays are then built from checked shapes, dtypes and data: numpy's
+# own ``ndarray.__setstate__`` crashes the interpreter on an object array whose list is shorter
+# than its shape.
+
+
+class _Array:
+    """Stands for a pickled ndarray: ``__setstate__`` receives numpy's array state."""
+
+    array = None
+
+    def __setstate__(self, state):
+        self.array = _build_array(state)
+
+
+class _DType:
+    """Stands for a pickled ``numpy.dtype(code, align, copy)`` and its ``__setstate__``."""
+
+    def __init__(self, code, align=False, copy=True):
+        self.code, self.state = code, None
+
+    def __setstate__(self, state):
+        self.state = state
+
+    def build(self):
+        """The numpy dtype: a number, string or object type, in the pickled byte order."""
+        code = self.code
+        if not isinstance(code, str) or not re.fullmatch(r"[biufcSUO][0-9]{1,4}", code):
+            raise ValueError(f"dtype {code!r} is not a number, string or object dtype")
+        dtype = np.dtype(code)
+        if self.state is not None:
+            if not isinstance(self.state, tuple) or len(self.state) < 5 or self.state[2:5] != (None,) * 3:
+                raise ValueError(f"dtype {code!r} has a state numpy does not write")
+            if self.state[1] in ("<", ">"):
+                dtype = dtype.newbyteorder(self.state[1])
+        return dtype
+
+
+def _reconstruct(cls, shape, typecode):
+    """Stands for numpy's ``_reconstruct``: an empty :class:`_Array` for ``__setstate__`` to fill."""
+    if cls is not _Array:
+        raise ValueError(f"_reconstruct of {cls!r}, not of numpy.ndarray")
+    return _Array()
+
+
+def _latin1_bytes(text, encoding):
+    """Stands for ``_codecs.encode`` as Python 3 protocol-2 pickles use it for bytes: latin1 only."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise ValueError(f"_codecs.encode to {encoding!r}, not of text to latin1")
+    return text.encode("latin1")
+
+
+_PICKLE_NAMES = {
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,  # numpy 1 (and Python 2) files
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,  # numpy 2
+    ("numpy", "ndarray"): _Array,
+    ("numpy", "dtype"): _DType,
+    ("_codecs", "encode"): _latin1_bytes,
+}
+
+
+def _unwrap(item):
+    """``item``, or the ndarray it stands for if it is an :class:`_Array`."""
+    if not isinstance(item, _Array):
+        return item
+    if item.array is None:
+        raise ValueError("an array without its data")
+    return item.array
+
+
+def _from_bytes(raw, dtype, shape, fortran_order):
+    """A writable ndarray of ``shape`` from exactly the bytes it needs."""
+    count = math.prod(shape)
+    if len(raw) != count * dtype.itemsize:
+        raise ValueError(f"{len(raw)} bytes for {count} items of {dtype} (shape {shape})")
+    return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape, order="F" if fortran_order else "C").copy()
+
+
+def _build_array(state):
+    """An ndarray from numpy's pickled state ``(1, shape, dtype, fortran_order, data)``, checked:
+    ``data`` holds exactly the items ``shape`` asks for."""
+    if not isinstance(state, tuple) or len(state) != 5 or state[0] != 1:
+        raise ValueError("an array state numpy does not write")
+    _, shape, dtype, fortran_order, raw = state
+    if not isinstance(shape, tuple) or not all(isinstance(n, int) and n >= 0 for n in shape):
+        raise ValueError(f"array shape {shape!r}")
+    if not isinstance(dtype, _DType) or not isinstance(fortran_order, bool):
+        raise ValueError("an array state numpy does not write")
+    dtype = dtype.build()
+    if not dtype.hasobject:
+        # A Python 2 str arrives as text, decoded as latin1 by the unpickler: encode it back.
+        return _from_bytes(raw.encode("latin1") if isinstance(raw, str) else raw, dtype, shape, fortran_order)
+    if not isinstance(raw, list) or len(raw) != math.prod(shape):
+        raise ValueError(f"an object array of shape {shape} without its {math.prod(shape)} items")
+    array = np.empty(len(raw), dtype=object)
+    for i, item in enumerate(raw):
+        array[i] = _unwrap(item)
+    return array.reshape(shape, order="F" if fortran_order else "C")
+
+
+class _ArraysOnlyUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays through the stand-ins; any other name raises SketchFileError."""
+
+    def __init__(self, file, path, where):
+        super().__init__(file, encoding="latin1")  # Python 2 str -> str, taken back to bytes above
+        self.path, self.where = path, where
+
+    def find_class(self, module, name):
+        try:
+            return _PICKLE_NAMES[module, name]
+        except KeyError:
+            shown = f"{module}.{name}" if f"{module}{name}".isprintable() else repr(f"{module}.{name}")
+            problem = (f"{self.where} refers to {shown}, which no numpy array needs: refused "
+                       "(nothing from the file was run; a sketch file holds only arrays)")
+            raise SketchFileError(self.path, problem) from None
+
+
+#: Pickle opcodes numpy never writes: protocol 5's out-of-band buffers (the C unpickler allocates
+#: the length BYTEARRAY8 claims before reading it), persistent ids and the extension registry.
+_REFUSED_OPCODES = {"BYTEARRAY8", "NEXT_BUFFER", "READONLY_BUFFER", "PERSID", "BINPERSID", "EXT1", "EXT2", "EXT4"}
+
+
+def _unpickle(raw, path, where):
+    """The object pickled in ``raw``, through :class:`_ArraysOnlyUnpickler`, once ``pickletools``
+    has read every opcode and checked every length against the bytes there are."""
+    for opcode, _, position in pickletools.genops(raw):
+        if opcode.name in _REFUSED_OPCODES:
+            raise ValueError(f"pickle opcode {opcode.name} at byte {position}, which numpy never writes")
+    return _ArraysOnlyUnpickler(io.BytesIO(raw), path, where).load()
+
+
+@contextlib.contextmanager
+def _damage_reported(path, what):
+    """Any failure to decode ``what`` becomes a SketchFileError naming ``path``: on damaged bytes
+    the zip, npy and pickle readers raise a dozen types (BadZipFile, zlib.error, EOFError,
+    UnpicklingError, ValueError, MemoryError, ...)."""
+    try:
+        yield
+    except SketchFileError:
+        raise
+    except Exception as error:
+        message = " ".join(str(error).split())[:200]
+        raise SketchFileError(path, f"{what} is corrupt ({type(error).__name__}: {message})") from error
+
+
+def _read_npy(path, zip_file, split):
+    """The array of the ``<split>.npy`` member, read without numpy's unpickling."""
+    where = f"split {split!r}"
+    with _damage_reported(path, where):
+        stream = io.BytesIO(zip_file.read(f"{split}.npy"))
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise SketchFileError(path, f"{where} is an .npy file of version {version[0]}.{version[1]}, not 1.0 or 2.0")
+        if any(n < 0 for n in shape):
+            raise ValueError(f"array shape {shape}")
+        if not dtype.hasobject:
+            return _from_bytes(stream.read(), dtype, shape, fortran_order)
+        array = _unwrap(_unpickle(stream.read(), path, where))
+        if not isinstance(array, np.ndarray) or array.shape != shape:
+            raise ValueError(f"the pickle holds no array of the header's shape {shape}")
+        return array
 
 
 def _check_sketch(path, where, sketch):
@@ -304,29 +510,23 @@ def _check_sketch(path, where, sketch):
         raise SketchFileError(path, f"{where} has pen states other than 0 and 1")
 
 
-def _read_split(path, npz, split):
-    """One split of an open ``.npz`` file, with a decoding failure reported as SketchFileError."""
-    try:
-        return npz[split]
-    except (zipfile.BadZipFile, pickle.UnpicklingError, zlib.error, EOFError, OSError, ValueError) as error:
-        problem = f"split {split!r} is corrupt ({type(error).__name__}: {error})"
-        raise SketchFileError(path, problem) from error
-
-
 def _read_npz(path):
     """The three splits of one sketch-rnn ``.npz`` file, checked, as lists of arrays."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    if not zipfile.is_zipfile(path):
-        raise SketchFileError(path, "not an .npz (zip) file, or a truncated one")
-    with np.load(path, allow_pickle=True, encoding="latin1") as npz:
-        missing = [split for split in SPLITS if split not in npz.files]
+    with _damage_reported(path, "its zip directory"):
+        if not zipfile.is_zipfile(path):
+            raise SketchFileError(path, "not an .npz (zip) file, or a truncated one")
+        zip_file = zipfile.ZipFile(path)
+    with zip_file:
+        names = zip_file.namelist()
+        missing = [split for split in SPLITS if f"{split}.npy" not in names]
         if missing:
-            found = ", ".join(npz.files) or "none"
+            found = ", ".join(repr(name.removesuffix(".npy")) for name in names) or "none"
             raise SketchFileError(path, f"missing key {missing[0]!r} (found: {found})")
         splits = {}
         for split in SPLITS:
-            array = _read_split(path, npz, split)
+            array = _read_npy(path, zip_file, split)
             if array.ndim == 0:
                 raise SketchFileError(path, f"split {split!r} is not an array of sketches")
             if len(array) == 0:
@@ -344,7 +544,8 @@ def load_npz(paths, max_len=None):
     concatenated with the other files' in the order given. With ``max_len``, sketches of more
     than ``max_len`` points are dropped and counted in ``SketchSet.dropped`` (per split).
     A file that is not in the format raises :class:`SketchFileError` (a ``ValueError``) naming the
-    file and the problem. The format stores pickled object arrays: load only files you trust.
+    file and the problem: a damaged file, or one whose pickles (the format pickles its object
+    arrays; Python 2 ones too) name anything but numpy arrays. Nothing a file names is ever run.
 
     >>> import os, tempfile
     >>> folder = tempfile.TemporaryDirectory()
