@@ -68,3 +68,45 @@ def test_vae_with_annealed_kl_weight():
                 for e in range(4)]
     np.testing.assert_allclose(logs["kl_weight"], expected, rtol=1e-5)
     assert logs["reconstruction"][-1] < logs["reconstruction"][0]
+
+
+def test_keras_io_vae_as_a_subclassed_lw_model(tmp_path):
+    import keras
+    from keras import ops
+
+    import lossweave as lw
+
+    example = load("vae_subclassed")
+    vae, history, x = example.main(epochs=2, n=128, side=8, verbose=0)
+    logs = history.history
+    assert {"recon", "kl", "kl_weight", "val_recon", "val_kl", "loss"} <= set(logs)
+    assert "val_kl_weight" in logs
+    # The logged KL is the KL of the encoder's own z_mean, z_log_var on the same data.
+    evaluation = vae.evaluate(x, x, batch_size=len(x), verbose=0, return_dict=True)
+    z_mean, z_log_var, _ = vae.encoder.predict(x, verbose=0)
+    expected_kl = float(ops.mean(lw.losses.gaussian_kl(z_mean, z_log_var)))
+    np.testing.assert_allclose(evaluation["kl"], expected_kl, rtol=1e-4)
+    # At a fixed step the loss is recon + w * kl, w the schedule at that step.
+    step = int(vae.step.value)
+    weight = min(step / 100, 1.0)
+    np.testing.assert_allclose(evaluation["loss"], evaluation["recon"] + weight * evaluation["kl"],
+                               rtol=1e-5)
+    assert vae.predict(x[:3], verbose=0).shape == (3, 8, 8, 1)  # the decoding only
+    path = tmp_path / "vae.keras"
+    vae.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded, example.VAE) and int(loaded.step.value) == step
+    again = loaded.fit(x, x, batch_size=64, epochs=1, verbose=0).history
+    np.testing.assert_allclose(again["kl_weight"], [np.mean([(step + i) / 100 for i in range(2)])],
+                               rtol=1e-5)
+
+
+def test_sequential_classifier_with_an_activity_term_on_a_tap():
+    import keras
+
+    model, history, (x, y) = load("sequential_activity").main(epochs=2, n=256, verbose=0)
+    logs = history.history
+    assert {"ce", "activity", "activity_weight", "accuracy", "val_ce"} <= set(logs)
+    hidden = keras.Model(model.inputs, model.layers[0].output).predict(x, verbose=0)
+    evaluation = model.evaluate(x, y, batch_size=len(x), verbose=0, return_dict=True)
+    np.testing.assert_allclose(evaluation["activity"], np.mean(hidden**2), rtol=1e-4)

@@ -28,6 +28,7 @@ from lossweave.composed import Arithmetic, ComposedMetric
 from lossweave.injection import Injector
 from lossweave.serialization import deserialize_function, serialize_function
 from lossweave.step import INJECTABLE, for_output
+from lossweave.taps import NOT_RECORDED
 from lossweave.trackers import DIRECTIONS
 
 # The names a metric can ask for inside a plain `keras.Model`, which calls `update_state`.
@@ -127,15 +128,18 @@ class InjectedMetric(Arithmetic, keras.metrics.Metric):
     def update_from_tensors(self, tensors):
         """Adds one step to the state; `tensors` holds `y_true, y_pred, x, ...` and the taps."""
         if self._pending:
-            self._injector.resolve(list(INJECTABLE) + [k for k in tensors if k not in INJECTABLE])
+            available = list(INJECTABLE) + [k for k in tensors if k not in INJECTABLE]
+            try:
+                self._injector.resolve(available)
+            except ValueError as e:
+                raise ValueError(f"{e} {NOT_RECORDED}") from None
             self._pending = False
         tensors = for_output(tensors, self.output, self._owner)
         missing = [s for s in self._injector.sources.values() if s not in tensors]
         if missing:
             raise ValueError(
                 f"{self._owner} asks for {', '.join(map(repr, missing))}, which this step does not "
-                "have. Taps are recorded in the model's own train_step and test_step: a custom "
-                "train_step must call super().train_step(...) for the metrics to see them."
+                f"have. {NOT_RECORDED}"
             )
         value = self._injector(tensors)
         if not isinstance(value, (tuple, list)):

@@ -23,6 +23,7 @@ from lossweave import schedules
 from lossweave._keras import get_keras_mask, resolve_loss, unscale_loss_for_distribution
 from lossweave.injection import Injector
 from lossweave.serialization import deserialize_function, serialize_function
+from lossweave.taps import NOT_RECORDED
 from lossweave.step import INJECTABLE, for_output, is_multi_output, output_keys, reduce, single
 
 REDUCTIONS = ("mean", "sum")
@@ -139,7 +140,10 @@ class Term:
     def _resolve_late(self, tensors):
         if self._pending:
             available = list(INJECTABLE) + [k for k in tensors if k not in INJECTABLE]
-            self._injector.resolve(available)
+            try:
+                self._injector.resolve(available)
+            except ValueError as e:
+                raise ValueError(f"{e} {NOT_RECORDED}") from None
             self._pending = None
         if self.output is None and is_multi_output(tensors.get("y_pred")):
             self._check_output(output_keys(tensors["y_pred"]))
@@ -154,8 +158,7 @@ class Term:
         if missing:
             raise ValueError(
                 f"{self._owner} asks for {', '.join(map(repr, missing))}, which this step does not "
-                "have. Taps are recorded in the model's own train_step and test_step: a custom "
-                "train_step must call super().train_step(...) for the objective to see them."
+                f"have. {NOT_RECORDED}"
             )
         result = self._injector(tensors)
         is_number = isinstance(result, (int, float)) and not isinstance(result, bool)
