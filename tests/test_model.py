@@ -340,3 +340,112 @@ def test_step_advances_with_a_plain_keras_loss():
     x, y = data(24)
     model.fit(x, y, batch_size=8, epochs=2, verbose=0)
     assert int(model.step.value) == 6
+
+
+def masked_sequence_model(units, activation):
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((7,), dtype="int32")
+    hidden = keras.layers.Embedding(20, 8, mask_zero=True)(inputs)
+    hidden = keras.layers.LSTM(8, return_sequences=True)(hidden)
+    return inputs, keras.layers.Dense(units, activation=activation)(hidden)
+
+
+MASKED_CASES = {
+    "mse": (3, None, lambda rng: rng.normal(size=(16, 7, 3)).astype("float32")),
+    "binary_crossentropy": (1, "sigmoid", lambda rng: rng.integers(0, 2, (16, 7, 1)).astype("float32")),
+    "sparse_categorical_crossentropy": (5, "softmax", lambda rng: rng.integers(0, 5, (16, 7))),
+}
+
+
+@pytest.mark.parametrize("loss", MASKED_CASES)
+def test_masked_terms_equal_keras_compile_loss(loss):
+    units, activation, targets = MASKED_CASES[loss]
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(1, 20, (16, 7))
+    tokens[:, 5:] = 0
+    tokens[::3, 2:] = 0  # padding: the Embedding's mask hides it from the loss
+    y = targets(rng)
+    keras_model = keras.Model(*masked_sequence_model(units, activation))
+    keras_model.compile(loss=loss)
+    model = lw.Model(*masked_sequence_model(units, activation))
+    model.compile(loss=lw.Objective({
+        "by_name": loss,
+        "by_function": lw.Term(keras.losses.get(loss), weight=0.0),  # a plain function of the output
+    }))
+    sample_weight = np.tile(np.linspace(0.0, 1.0, 16, dtype="float32")[:, None], (1, 7))
+    for weights in (None, sample_weight):
+        theirs = keras_model.evaluate(tokens, y, sample_weight=weights, batch_size=16, verbose=0)
+        ours = model.evaluate(tokens, y, sample_weight=weights, batch_size=16, verbose=0,
+                              return_dict=True)
+        np.testing.assert_allclose(ours["by_name"], theirs, rtol=1e-6)
+        np.testing.assert_allclose(ours["by_function"], theirs, rtol=1e-5)
+    unmasked = np.where(tokens == 0, 1, tokens)
+    assert model.evaluate(unmasked, y, verbose=0, return_dict=True)["by_name"] != pytest.approx(
+        ours["by_name"])  # the mask matters on this data
+
+
+@pytest.mark.parametrize("monitor", ["activity", "val_mse", "val_mean_pred", "accuracy"])
+def test_keras_callbacks_in_mode_auto_know_which_way_is_better(monitor, tmp_path):
+    model = penalty_model()
+    model.compile(optimizer="sgd", loss=objective(lw.schedules.linear(0.0, 1.0, steps=4)),
+                  metrics=["accuracy", lw.metric(lambda y_pred: ops.max(y_pred, axis=-1),
+                                                 name="mean_pred", direction="up")])
+    x, y = data()
+    callbacks = [
+        keras.callbacks.EarlyStopping(monitor=monitor, patience=1),
+        keras.callbacks.ModelCheckpoint(str(tmp_path / "best.keras"), monitor=monitor,
+                                        save_best_only=True),
+        keras.callbacks.ReduceLROnPlateau(monitor=monitor, patience=1),
+    ]
+    model.fit(x, y, epochs=2, validation_data=(x, y), callbacks=callbacks, verbose=0)
+    stop, checkpoint, _ = callbacks
+    up = monitor in ("val_mean_pred", "accuracy")
+    assert stop.monitor_op is (ops.greater if up else ops.less)
+    assert checkpoint.monitor_op is (ops.greater if up else ops.less)
+    assert (tmp_path / "best.keras").exists()
+
+
+def test_metric_direction_must_be_up_or_down():
+    with pytest.raises(ValueError, match="direction must be 'down'"):
+        lw.metric(lambda y_pred: y_pred, name="m", direction="max")
+
+
+def test_clone_model_keeps_taps_and_compiles_alike():
+    model = penalty_model()
+    model.compile(optimizer="sgd", loss=objective(0.5))
+    clone = keras.models.clone_model(model)
+    assert isinstance(clone, lw.Model) and clone.tap_names == ("layer1",)
+    assert len(clone.outputs) == 1
+    clone.set_weights(model.get_weights())
+    x, y = data()
+    ours = model.evaluate(x, y, verbose=0, return_dict=True)
+    theirs = clone.evaluate(x, y, verbose=0, return_dict=True)
+    assert ours == pytest.approx(theirs, rel=1e-6)
+
+
+def test_compiling_again_leaves_no_stale_logs():
+    inputs = keras.Input((12,))
+    hidden = keras.layers.Dense(8, activation="relu")(inputs)
+    model = lw.Model(inputs, {"a": keras.layers.Dense(2, name="a")(hidden),
+                              "b": keras.layers.Dense(1, name="b")(hidden)}, taps={"hidden": hidden})
+    x = np.ones((8, 12), "float32")
+    y = {"a": np.zeros((8, 2), "float32"), "b": np.zeros((8, 1), "float32")}
+    model.compile(optimizer="sgd", loss={"a": "mse", "b": "mae"})
+    first = model.fit(x, y, epochs=1, verbose=0).history
+    assert {"a_loss", "b_loss"} <= set(first)
+    model.compile(optimizer="sgd", loss=lw.Objective({"a_mse": lw.Term("mse", output="a")}))
+    assert set(model.fit(x, y, epochs=1, verbose=0).history) == {"loss", "a_mse"}
+    model.compile(optimizer="sgd", loss=lw.Objective({"b_mae": lw.Term("mae", output="b")}))
+    assert set(model.fit(x, y, epochs=1, verbose=0).history) == {"loss", "b_mae"}
+
+
+def test_one_objective_shared_by_two_models_keeps_their_logs_apart():
+    shared = objective(0.5)
+    first, second = penalty_model(), penalty_model()
+    first.compile(optimizer="sgd", loss=shared)
+    second.compile(optimizer="sgd", loss=shared)
+    x, y = data()
+    first_logs = first.evaluate(x, y, verbose=0, return_dict=True)
+    second_logs = second.evaluate(x * 10, y, verbose=0, return_dict=True)
+    assert first.evaluate(x, y, verbose=0, return_dict=True) == pytest.approx(first_logs)
+    assert first_logs["activity"] != pytest.approx(second_logs["activity"])

@@ -29,6 +29,24 @@ from keras.src.models.functional import Functional  # noqa: F401
 # unscaled one.
 from keras.src.losses.loss import unscale_loss_for_distribution  # noqa: F401
 
+
+
+def keras_loss_value(loss, y_true, y_pred, sample_weight):
+    """What `loss(y_true, y_pred, sample_weight)` gives inside `compile(loss=...)`, unscaled.
+
+    Two Keras details: under a mask, `apply_mask` multiplies the sample weight in place
+    (`sample_weight *= float_mask`), which on torch changes the caller's tensor, so the loss gets
+    a copy; and a mean-reduced Keras loss is divided by the number of replicas, which is undone
+    here because the objective scales its total once.
+    """
+    if sample_weight is not None and get_keras_mask(y_pred) is not None:
+        sample_weight = keras.ops.copy(sample_weight)
+    value = loss(y_true, y_pred, sample_weight=sample_weight)
+    if loss.reduction in ("sum_over_batch_size", "mean", "mean_with_sample_weight"):
+        value = unscale_loss_for_distribution(value)
+    return value
+
+
 #: The trainer method that builds a model's state symbolically before `fit`/`evaluate`; lw models
 #: wrap it so that the symbolic forward pass records taps as a real step does.
 SYMBOLIC_BUILD = "_symbolic_build"
@@ -36,6 +54,14 @@ SYMBOLIC_BUILD = "_symbolic_build"
 #: The `Function` method that runs a functional graph; a functional `lw.Model` runs its graph on
 #: the outputs and the taps, and shows only the outputs as `model.outputs`.
 RUN_THROUGH_GRAPH = "_run_through_graph"
+
+
+def forget_compiled(model):
+    """Drops what an earlier `compile` left: Keras keeps its old `CompileLoss` and
+    `CompileMetrics` (and their logs) when `compile` is called again with `loss=None` or
+    `metrics=None`, which is how an `lw.Objective` compiles."""
+    model._compile_loss = None
+    model._compile_metrics = None
 
 
 def flatten_layers(model):
@@ -69,7 +95,9 @@ __all__ = [
     "RUN_THROUGH_GRAPH",
     "SYMBOLIC_BUILD",
     "flatten_layers",
+    "forget_compiled",
     "get_keras_mask",
+    "keras_loss_value",
     "keras",
     "resolve_loss",
     "scale_loss_for_distribution",

@@ -36,7 +36,13 @@ import keras
 from keras import ops
 
 from lossweave import taps as taps_module
-from lossweave._keras import Functional, MetricGroup, flatten_layers, scale_loss_for_distribution
+from lossweave._keras import (
+    Functional,
+    MetricGroup,
+    flatten_layers,
+    forget_compiled,
+    scale_loss_for_distribution,
+)
 from lossweave.guard import NonFiniteGuard
 from lossweave.objective import Objective
 from lossweave.step import INJECTABLE, output_keys, step_tensors
@@ -212,6 +218,7 @@ class Model(keras.Model):
             names = list(metrics or [])
             keras_metrics = [m for m in names if not _is_lw_metric(m)] or None
             lw_metrics = [m for m in names if _is_lw_metric(m)]
+        forget_compiled(self)
         super().compile(
             optimizer=optimizer, loss=None if objective else loss, metrics=keras_metrics, **kwargs
         )

@@ -20,7 +20,7 @@ import keras
 from keras import ops
 
 from lossweave import schedules
-from lossweave._keras import get_keras_mask, resolve_loss, unscale_loss_for_distribution
+from lossweave._keras import get_keras_mask, keras_loss_value, resolve_loss
 from lossweave.injection import Injector
 from lossweave.serialization import deserialize_function, serialize_function
 from lossweave.taps import NOT_RECORDED
@@ -185,9 +185,7 @@ class Term:
         y_true, y_pred = tensors["y_true"], tensors["y_pred"]
         if self._loss is None:
             self._loss = resolve_loss(self.fn, y_true, y_pred)
-        value = self._loss(y_true, y_pred, sample_weight=tensors.get("sample_weight"))
-        if self._loss.reduction in ("sum_over_batch_size", "mean", "mean_with_sample_weight"):
-            value = unscale_loss_for_distribution(value)  # Keras scales it; the objective will
+        value = keras_loss_value(self._loss, y_true, y_pred, tensors.get("sample_weight"))
         return ops.cast(value, "float32")
 
     def _check_batch_axis(self, values, tensors):
