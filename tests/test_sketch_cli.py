@@ -2,13 +2,21 @@
 
 import csv
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
 
 import keras
 import numpy as np
 import pytest
 from matplotlib.image import imread
 
+import lossweave as lw
+from sketch_rnn import data
 from sketch_rnn.cli import main
 from sketch_rnn.model import HParams, kl_weight
 
@@ -60,6 +68,17 @@ def test_resume_continues_step_count_and_kl_schedule(run, tmp_path):
         np.testing.assert_allclose(row["kl_weight"], expected, rtol=1e-5)
     model = keras.models.load_model(out / "model.keras")
     assert int(keras.ops.convert_to_numpy(model.step.value)) == 8
+
+
+def test_a_stopped_run_is_finished_before_it_is_given_more_steps(run, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(run, out)
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**config, "target": 10}))  # as if stopped at step 4 of 10
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--out", str(out), "--steps", "5"])
+    assert exit_info.value.code == 2
+    assert f"stopped at step 4 of 10: finish it with `sketch-rnn train --out {out}` (no --steps)" in capsys.readouterr().err
 
 
 def test_resume_refuses_another_preset(run, capsys):
@@ -115,14 +134,124 @@ def test_set_overrides_hyperparameters_of_a_new_run_only(run, tmp_path, capsys):
     assert "hyperparameters are fixed" in capsys.readouterr().err
 
 
-def test_a_bad_npz_file_is_a_clear_error(tmp_path, capsys):
-    bad = tmp_path / "cat.npz"
-    bad.write_bytes(b"not a zip file")
+def runs_code_npz(path, command):
+    """An .npz whose 'train' split pickles a call of os.system(command)."""
+
+    class RunsCode:
+        def __reduce__(self):
+            return os.system, (command,)
+
+    splits = {split: np.empty(1, dtype=object) for split in data.SPLITS}
+    splits["train"][0] = RunsCode()
+    np.savez(path, **splits)
+
+
+def flipped_zip_directory(path):
+    splits = {split: np.empty(1, dtype=object) for split in data.SPLITS}
+    for split in splits.values():
+        split[0] = np.array([[1, 2, 1]], np.int16)
+    np.savez(path, **splits)
+    raw = bytearray(path.read_bytes())
+    raw[raw.index(b"PK\x01\x02") + 1] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("write, problem", [
+    (lambda path, pwned: path.write_bytes(b"not a zip file"), "not an .npz (zip) file"),
+    (lambda path, pwned: runs_code_npz(path, f"touch {pwned}"), "split 'train' refers to posix.system"),
+    (lambda path, pwned: flipped_zip_directory(path), "its zip directory is corrupt (BadZipFile: Bad magic number"),
+], ids=["not a zip", "runs code", "damaged"])
+def test_a_bad_npz_file_is_one_error_line_and_runs_nothing(tmp_path, capsys, write, problem):
+    bad, pwned = tmp_path / "cat.npz", tmp_path / "PWNED"
+    write(bad, pwned)
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--data", str(bad), "--preset", "tiny", "--out", str(tmp_path / "run")])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("sketch-rnn: error: ") and str(bad) in err and "Traceback" not in err
+    assert err.startswith(f"sketch-rnn: error: {bad}: {problem}") and err.count("\n") == 1
+    assert not pwned.exists() and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name, edit, argv, problem", [
+    ("config.json", lambda text: text[: len(text) // 2], ["sample"], "is not valid JSON"),
+    ("config.json", lambda text: text.replace('"scale"', '"scal"'), ["train", "--steps", "2"], "'scale' is missing"),
+    ("history.csv", lambda text: text.rsplit(",", 2)[0], ["train", "--steps", "2"], "line 3 has not the header's"),
+], ids=["config cut short", "config edited", "history cut short"])
+def test_an_edited_run_folder_file_is_one_error_line_naming_it(run, tmp_path, capsys, name, edit, argv, problem):
+    out = tmp_path / "run"
+    shutil.copytree(run, out)
+    (out / name).write_text(edit((out / name).read_text()))
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--out", str(out)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"sketch-rnn: error: {out / name}: {problem}") and err.count("\n") == 1
+
+
+# --- stopped runs ---------------------------------------------------------------------------------
+
+STOPPABLE = TRAIN + ["--set", "steps_per_epoch=6", "--steps", "18", "--backup-every", "4"]
+THROTTLE = "data.arrays = lambda *args, fast=data.arrays: (time.sleep(0.05), fast(*args))[1]"
+
+
+def slow_arrays(*args, fast=data.arrays):
+    """At most a batch every 50 ms, so that a tiny run can be stopped half-way."""
+    time.sleep(0.05)
+    return fast(*args)
+
+
+def backup_state(out):
+    path = out / "backup" / "state.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def wait_for(condition, timeout=300):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_killed_then_interrupted_run_resumes_to_its_target_with_an_unbroken_history(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    # SIGKILL once the first backup inside an epoch is on disk (epochs end at steps 6, 12, 18).
+    script = f"import sys, time\nfrom sketch_rnn import cli, data\n{THROTTLE}\ncli.main(sys.argv[1:])"
+    with open(tmp_path / "child.log", "w") as log:
+        child = subprocess.Popen([sys.executable, "-c", script, *STOPPABLE, "--out", str(out)], stdout=log, stderr=log)
+        wait_for(lambda: child.poll() is not None or (backup_state(out) or {}).get("step", 6) % 6)
+        child.kill()
+        assert child.wait() == -signal.SIGKILL, (tmp_path / "child.log").read_text()
+    killed = backup_state(out)
+    assert killed["step"] % 4 == 0 and killed["step"] < 18
+
+    # Resumed with no arguments, then Ctrl-C after its next backup: a backup at once, status 130.
+    monkeypatch.setattr(data, "arrays", slow_arrays)
+    ctrl_c = threading.Thread(target=lambda: (wait_for(lambda: backup_state(out)["step"] > killed["step"]),
+                                              os.kill(os.getpid(), signal.SIGINT)))
+    ctrl_c.start()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--out", str(out)])
+    ctrl_c.join()
+    interrupted = backup_state(out)
+    output = capsys.readouterr()
+    assert exit_info.value.code == 130 and f"starting at step {killed['step']} of 18" in output.out.splitlines()[0]
+    assert output.err == (f"sketch-rnn: interrupted at step {interrupted['step']}, backup saved; "
+                          f"resume with `sketch-rnn train --out {out}`\n")
+
+    # Resumed again: on to step 18, a history row every 6 steps, the schedules continued.
+    monkeypatch.undo()
+    main(["train", "--out", str(out)])
+    assert f"starting at step {interrupted['step']} of 18" in capsys.readouterr().out.splitlines()[0]
+    rows = history(out)
+    assert [row["step"] for row in rows] == [6, 12, 18] and [row["epoch"] for row in rows] == [1, 2, 3]
+    hps = HParams(**json.loads((out / "config.json").read_text())["hparams"])
+    learning_rate = lw.schedules.exponential_approach(hps.learning_rate, hps.min_learning_rate, decay=hps.decay_rate)
+    for row in rows:  # an epoch's kl_weight is the mean over its steps, those before a stop included
+        expected = np.mean([float(kl_weight(hps)(step)) for step in range(int(row["step"]) - 6, int(row["step"]))])
+        np.testing.assert_allclose(row["kl_weight"], expected, rtol=1e-5)
+        np.testing.assert_allclose(row["lr"], float(learning_rate(row["step"])), rtol=1e-5)
+    model = keras.models.load_model(out / "model.keras")
+    assert int(keras.ops.convert_to_numpy(model.step.value)) == 18 == backup_state(out)["step"]
 
 
 @pytest.mark.parametrize("argv, message", [

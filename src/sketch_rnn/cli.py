@@ -9,33 +9,36 @@
     sketch-rnn reconstruct --out runs/demo
     sketch-rnn interpolate --out runs/demo
 
-``train`` writes into its ``--out`` folder, each file atomically: ``model.keras`` and
-``config.json`` (hyperparameters, data scale factor, data spec, classes) after every epoch,
-``history.csv`` (every term, ``kl_weight``, ``lr`` and ``val_*``, by step), ``losses.png``, and, at
-the end, ``samples.png``, ``reconstructions.png`` and ``interpolation.png``. Run it again on a folder
-that holds a model and it resumes: ``--steps`` more steps, with the step counter, the KL weight and
-the learning rate going on from where they stopped. The other commands read a trained folder and
-write into a subfolder of it (``sample/``, ``reconstruct/``, ``interpolate/``).
+``train`` writes into its ``--out`` folder (``sketch_rnn.runs``), each file atomically:
+``config.json`` (hyperparameters, data scale factor, data spec, classes, seed, target step),
+``model.keras``, ``history.csv`` (every term, ``kl_weight``, ``lr`` and ``val_*``, by step) and
+``losses.png`` after every epoch, a backup of the training state every ``--backup-every`` steps
+and on Ctrl-C (which then exits with status 130), and, at the end, ``samples.png``,
+``reconstructions.png`` and ``interpolation.png``. Run it again on its folder and it resumes:
+
+- a run that was stopped (killed, Ctrl-C, a full disk) goes on from its last backup to the step
+  it was started for, on the batches it would have had: no steps repeated or skipped in its
+  history, the KL weight and the learning rate going on from where they stopped;
+- a finished run trains ``--steps`` more steps.
+
+The other commands read a trained folder and write into a subfolder of it (``sample/``,
+``reconstruct/``, ``interpolate/``).
 
 >>> args = _parser().parse_args(["train", "--data", "synthetic", "--preset", "demo", "--out", "runs/demo"])
->>> args.run.__name__, args.data, args.steps
-('train', ['synthetic'], None)
+>>> args.run.__name__, args.data, args.steps, args.backup_every
+('train', ['synthetic'], None, 100)
 """
 
 import argparse
-import csv
 import dataclasses
-import io
 import itertools
-import json
-import math
 import sys
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from sketch_rnn import data, presets, render, sampling
+from sketch_rnn import data, presets, render, runs, sampling
 from sketch_rnn.model import HParams, build_model
 
 #: At most this many validation sketches are evaluated after each epoch.
@@ -44,55 +47,6 @@ VALID_CAP = 500
 SAMPLE_TEMPERATURES = (0.2, 0.5, 0.8)
 #: Temperature of ``reconstructions.png`` and ``interpolation.png``.
 PICTURE_TEMPERATURE = 0.1
-
-
-# --- files ---------------------------------------------------------------------------------------
-
-
-def _save_model(model, path):
-    with render.atomic_path(path) as temporary:
-        model.save(temporary)
-
-
-def _write_history(rows, path):
-    fields = list(dict.fromkeys(key for row in rows for key in row))
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(rows)
-    render.write_atomic(path, text.getvalue().encode())
-
-
-def _read_history(path):
-    with open(path, newline="") as file:
-        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(file)]
-
-
-def _plot_losses(rows, path):
-    """Every term (train solid, validation dashed) and the KL weight, against the step; a point
-    an epoch, marked, so that a run of one epoch shows too."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(10, 4), dpi=100)
-    terms, weights = figure.subplots(1, 2)
-    steps = [row["step"] for row in rows]
-    for name in ("loss", "offset", "pen", "kl"):
-        if name in rows[0]:
-            (line,) = terms.plot(steps, [row[name] for row in rows], ".-", label=name)
-            if f"val_{name}" in rows[0]:
-                terms.plot(steps, [row.get(f"val_{name}", math.nan) for row in rows], "x--",
-                           color=line.get_color(), label=f"val_{name}")
-    terms.set(xlabel="step", title="terms (unweighted)")
-    terms.legend(fontsize=8)
-    for name in ("kl_weight", "lr"):
-        if name in rows[0]:
-            weights.plot(steps, [row[name] for row in rows], ".-", label=name)
-    weights.set(xlabel="step", yscale="log", title="schedules")
-    weights.legend(fontsize=8)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    render.write_atomic(path, buffer.getvalue())
 
 
 # --- data ----------------------------------------------------------------------------------------
@@ -131,19 +85,11 @@ def _spread(labels, n):
     return [int(i) for i in np.lexsort((labels, rank))[:n]]
 
 
-# --- run folders ---------------------------------------------------------------------------------
-
-
-def _read_config(out):
-    path = out / "config.json"
-    if not (out / "model.keras").exists() or not path.exists():
-        raise ValueError(f"{out}: no trained model here (model.keras and config.json); run `sketch-rnn train` first")
-    return json.loads(path.read_text())
-
-
 def _load_run(out):
-    config = _read_config(out)
-    return config, keras.models.load_model(out / "model.keras")
+    """``(config, model)`` of a run folder with a finished epoch."""
+    if not (out / "model.keras").exists() or not (out / "config.json").exists():
+        raise ValueError(f"{out}: no trained model here (model.keras and config.json); run `sketch-rnn train` first")
+    return runs.read_config(out), runs.load_model(out)
 
 
 # --- pictures ------------------------------------------------------------------------------------
@@ -176,95 +122,100 @@ def _interpolation(model, pair, steps, temperature, seed, scale):
 # --- train ---------------------------------------------------------------------------------------
 
 
-class _Checkpoint(keras.callbacks.Callback):
-    """After each epoch: a history row by step, then model, config, history and plot, atomically."""
+def _check_same_run(args, config, out):
+    """Refuse arguments that would change the run held in ``out``."""
+    if args.set:
+        raise ValueError(f"{out} holds a run whose hyperparameters are fixed; --set them for a new --out")
+    if args.preset not in (None, config["preset"]):
+        raise ValueError(f"{out} holds a {config['preset']!r} run; train --preset {args.preset} into another --out")
+    if args.unconditional and config["hparams"]["conditional"]:
+        raise ValueError(f"{out} holds a conditional run; train --unconditional into another --out")
+    if args.seed not in (None, config["seed"]):
+        raise ValueError(f"{out} holds a run of --seed {config['seed']}; train --seed {args.seed} into another --out")
+    if args.data is not None and _data_spec(args.data, args.per_class, config["seed"]) != config["data"]:
+        raise ValueError(f"{out} holds a run on other data ({config['data']}); use another --out")
 
-    def __init__(self, out, config, rows):
-        super().__init__()
-        self.out, self.config, self.rows = out, config, rows
 
-    def on_epoch_end(self, epoch, logs=None):
-        step = int(keras.ops.convert_to_numpy(self.model.step.value))
-        rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        self.rows.append({"step": step, "epoch": epoch + 1, **logs, "lr": rate})
-        self.config["step"] = step
-        _save_model(self.model, self.out / "model.keras")
-        render.write_atomic(self.out / "config.json", json.dumps(self.config, indent=2).encode())
-        _write_history(self.rows, self.out / "history.csv")
-        _plot_losses(self.rows, self.out / "losses.png")
+def _resume(args, out):
+    """``(config, model, point, rows, sketches)`` of the run in ``out``, with ``--steps`` more if given."""
+    config = runs.read_config(out)
+    _check_same_run(args, config, out)
+    hps = HParams(**config["hparams"])
+    sketches = _load(config["data"], hps.max_seq_len)
+    keras.utils.set_random_seed(config["seed"])
+    model, point, rows = runs.restore(out, lambda: build_model(hps))
+    if args.steps is not None:
+        if point.step < config["target"]:
+            raise ValueError(f"{out} holds a run stopped at step {point.step} of {config['target']}: finish it "
+                             f"with `sketch-rnn train --out {out}` (no --steps), then train more")
+        config.update(target=point.step + args.steps, epoch_steps=min(hps.steps_per_epoch, args.steps))
+        runs.write_config(out, config)
+    return config, model, point, rows, sketches
 
 
 def _setup(args):
-    """``(config, model, sketches)``: a new run from the arguments, or the run saved in ``args.out``."""
+    """``(config, model, point, rows, sketches)``: the run in ``args.out``, or a new one from the arguments."""
     out = Path(args.out)
-    if (out / "model.keras").exists():
-        config = _read_config(out)
-        if args.set:
-            raise ValueError(f"{out} holds a run whose hyperparameters are fixed; --set them for a new --out")
-        if args.preset not in (None, config["preset"]):
-            raise ValueError(f"{out} holds a {config['preset']!r} run; train --preset {args.preset} into another --out")
-        if args.unconditional and config["hparams"]["conditional"]:
-            raise ValueError(f"{out} holds a conditional run; train --unconditional into another --out")
-        if args.data is not None and _data_spec(args.data, args.per_class, args.seed) != config["data"]:
-            raise ValueError(f"{out} holds a run on other data ({config['data']}); use another --out")
-        sketches = _load(config["data"], config["hparams"]["max_seq_len"])
-        return config, keras.models.load_model(out / "model.keras"), sketches
+    if (out / "config.json").exists():
+        return _resume(args, out)
     if args.data is None:
         raise ValueError("a new run needs --data (synthetic, or .npz files)")
-    preset = args.preset or "paper"
+    preset, seed = args.preset or "paper", args.seed or 0
     hps = dataclasses.replace(presets.get(preset), **{"conditional": not args.unconditional, **dict(args.set)})
-    spec = _data_spec(args.data, args.per_class, args.seed)
+    spec = _data_spec(args.data, args.per_class, seed)
     sketches = _load(spec, hps.max_seq_len)
     if not sketches.train or not sketches.valid:
         raise ValueError(f"no train or no validation sketches of at most max_seq_len={hps.max_seq_len} points")
+    steps = hps.num_steps if args.steps is None else args.steps
     config = {
         "preset": preset,
         "hparams": dataclasses.asdict(hps),
         "scale": data.scale_factor(sketches.train),
         "data": spec,
         "classes": list(sketches.class_names),
+        "seed": seed,
         "step": 0,
+        "target": steps,
+        "epoch_steps": min(hps.steps_per_epoch, steps),
     }
-    keras.utils.set_random_seed(args.seed)
+    keras.utils.set_random_seed(seed)
     out.mkdir(parents=True, exist_ok=True)
-    return config, build_model(hps), sketches
+    runs.write_config(out, config)
+    return config, build_model(hps), runs.RestorePoint(0, 0, {}), [], sketches
 
 
 def train(args):
-    config, model, sketches = _setup(args)
+    config, model, point, rows, sketches = _setup(args)
     out = Path(args.out)
     hps = HParams(**config["hparams"])
-    print(f"{sketches!r}, scale {config['scale']:.4g}; starting at step {config['step']}")
+    print(f"{sketches!r}, scale {config['scale']:.4g}; starting at step {point.step} of {config['target']}")
     train_set = data.normalize(sketches.train, config["scale"])
-    rng = np.random.default_rng([args.seed, config["step"]])
-    batches = data.StrokeBatches(train_set, hps.batch_size, hps.max_seq_len, rng, augment=hps.augment)
-    picked = np.random.default_rng(args.seed).permutation(len(sketches.valid))[:VALID_CAP]
+    batches = data.StrokeBatches(train_set, hps.batch_size, hps.max_seq_len, np.random.default_rng(config["seed"]),
+                                 augment=hps.augment)
+    picked = np.random.default_rng(config["seed"]).permutation(len(sketches.valid))[:VALID_CAP]
     if len(picked) > hps.batch_size:  # whole batches only: one compiled shape
         picked = picked[: len(picked) // hps.batch_size * hps.batch_size]
     validation = data.arrays(data.normalize([sketches.valid[i] for i in picked], config["scale"]), hps.max_seq_len)
-    rows = _read_history(out / "history.csv") if config["step"] else []
-    steps = hps.num_steps if args.steps is None else args.steps
-    per_epoch = min(hps.steps_per_epoch, steps)
-    full, rest = divmod(steps, per_epoch)
-    epoch = len(rows)
-    for count, length in ((full, per_epoch), (1 if rest else 0, rest)):
-        if count:
+    checkpoints = runs.Checkpoints(out, config, rows, point, args.backup_every)
+    step, epoch = point.step, len(rows)
+    with checkpoints.stopping_on_sigint():
+        for length, count in runs.epochs_left(point.step, point.epoch_start, config["target"], config["epoch_steps"]):
             model.fit(
                 # Exactly the batches it takes: no tf.data prefetch left pulling at exit.
-                (batch for batch in itertools.islice(batches.forever(), count * length)),
+                (batch for batch in itertools.islice(batches.from_step(step, config["seed"]), length * count)),
                 steps_per_epoch=length,
                 initial_epoch=epoch,
                 epochs=epoch + count,
                 validation_data=validation,
                 validation_batch_size=hps.batch_size,
                 shuffle=False,  # the batches are shuffled already
-                callbacks=[_Checkpoint(out, config, rows)],
+                callbacks=[checkpoints],
                 verbose=1 if sys.stdout.isatty() else 2,
             )
-            epoch += count
+            step, epoch = step + length * count, epoch + count
     files = [out / name for name in ("model.keras", "config.json", "history.csv", "losses.png")]
     files += _pictures(model, config, sketches.valid, sketches.valid_labels, out)
-    print(f"trained to step {config['step']}; wrote:", *files, sep="\n  ")
+    print(f"trained to step {step}; wrote:", *files, sep="\n  ")
 
 
 # --- sample, reconstruct, interpolate ------------------------------------------------------------
@@ -352,6 +303,9 @@ def _parser():
     fit.add_argument("--unconditional", action="store_true", help="decoder only: no encoder, z or KL term")
     fit.add_argument("--set", type=_hparam, action="append", default=[], metavar="KEY=VALUE",
                      help="override a hyperparameter of the preset (sketch_rnn.model.HParams), e.g. recurrent_dropout=0")
+    fit.add_argument("--backup-every", type=_positive(int), default=100, metavar="N",
+                     help="steps between backups of the training state: a killed run loses at most N (default: 100)")
+    fit.add_argument("--seed", type=int, help="random seed of a new run (default: 0)")
     fit.set_defaults(run=train)
 
     draw = commands.add_parser("sample", help="draw new sketches into OUT/sample/")
@@ -370,6 +324,7 @@ def _parser():
 
     for command in (fit, draw, rebuild, between):
         command.add_argument("--out", required=True, help="the run folder")
+    for command in (draw, rebuild, between):
         command.add_argument("--seed", type=int, default=0, help="random seed")
     for command in (draw, rebuild, between):
         command.add_argument("--temperature", type=_positive(float), default=PICTURE_TEMPERATURE,
@@ -382,8 +337,9 @@ def _parser():
 def main(argv=None):
     """Run the ``sketch-rnn`` command with ``argv`` (default: the command line).
 
-    A bad argument, a bad data file or a folder without a model exits with status 2 and one line
-    ``sketch-rnn: error: ...``.
+    A bad argument, a bad data or run-folder file, a file that cannot be written or a folder
+    without a model exits with status 2 and one line ``sketch-rnn: error: ...``; Ctrl-C exits with
+    status 130 (for ``train``, once its backup is saved, with a line saying how to resume).
 
     >>> main(["sample", "--out", "/nonexistent"])
     Traceback (most recent call last):
@@ -394,5 +350,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         args.run(args)
-    except (ValueError, FileNotFoundError) as error:
+    except runs.Interrupted as stop:
+        parser.exit(130, f"{parser.prog}: interrupted at step {stop.step}, backup saved; "
+                         f"resume with `sketch-rnn train --out {args.out}`\n")
+    except KeyboardInterrupt:
+        parser.exit(130, f"{parser.prog}: interrupted\n")
+    except (ValueError, OSError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")

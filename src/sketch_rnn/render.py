@@ -33,10 +33,19 @@ def _fit_box(lines):
     return float(x0), float(y0), side
 
 
+def _fsync(path):
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 @contextlib.contextmanager
 def atomic_path(path):
-    """Yields a temporary path beside ``path`` (same suffix) to write to; on success it replaces
-    ``path`` with ``os.replace``, on failure it is removed: a reader never sees a half-written file.
+    """Yields a temporary path beside ``path`` (same suffixes: ``.weights.h5`` stays whole) to
+    write to; on success it is flushed to disk and replaces ``path`` with ``os.replace``, on
+    failure it is removed: a reader never sees a half-written file, even after a power cut.
 
     >>> import tempfile
     >>> target = Path(tempfile.mkdtemp()) / "note.txt"
@@ -46,15 +55,19 @@ def atomic_path(path):
     'hello'
     """
     path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    suffix = "".join(path.suffixes)
+    prefix = f".{path.name.removesuffix(suffix)}."
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
     os.close(descriptor)
     try:
         yield Path(temporary)
         os.chmod(temporary, 0o644)
+        _fsync(temporary)
         os.replace(temporary, path)
     except BaseException:
         os.unlink(temporary)
         raise
+    _fsync(path.parent)  # the rename itself
 
 
 def write_atomic(path, data):
