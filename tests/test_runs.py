@@ -89,31 +89,30 @@ def test_a_run_resumed_mid_epoch_writes_the_history_of_a_run_never_stopped(tmp_p
 
 def test_backups_alternate_between_two_weight_files(tmp_path):
     fit(tiny_model(), [checkpoints(tmp_path, backup_every=1)], steps=2, epochs=2)
-    assert sorted(p.name for p in (tmp_path / "backup").iterdir()) == ["state.json", "weights-0.weights.h5",
-                                                                       "weights-1.weights.h5"]
+    assert sorted(p.name for p in (tmp_path / "backup").iterdir()) == ["model-0.keras", "model-1.keras", "state.json"]
     assert state(tmp_path)["step"] == 4
     assert [row["step"] for row in runs.read_history(tmp_path / "history.csv")] == [2, 4]
     assert json.loads((tmp_path / "config.json").read_text())["step"] == 4
 
 
 def test_a_failed_write_names_the_file_and_keeps_the_previous_backup(tmp_path, monkeypatch):
-    save_weights = keras.Model.save_weights
+    save = keras.Model.save
     calls = []
 
     def disk_full_on_second_call(model, path, *args, **kwargs):
         calls.append(path)
         if len(calls) == 2:
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        return save_weights(model, path, *args, **kwargs)
+        return save(model, path, *args, **kwargs)
 
-    monkeypatch.setattr(lw.Model, "save_weights", disk_full_on_second_call)
+    monkeypatch.setattr(lw.Model, "save", disk_full_on_second_call)
     with pytest.raises(runs.RunFolderError) as error:
         fit(tiny_model(), [checkpoints(tmp_path, backup_every=1)])
-    weights = tmp_path / "backup" / "weights-1.weights.h5"
+    weights = tmp_path / "backup" / "model-1.keras"
     assert str(error.value).startswith(f"{weights}: cannot be written (No space left on device); the backup of step 1 is kept")
     assert f"resume with `sketch-rnn train --out {tmp_path}`" in str(error.value)
     assert state(tmp_path)["step"] == 1 and state(tmp_path)["slot"] == 0
-    assert sorted(p.name for p in (tmp_path / "backup").iterdir()) == ["state.json", "weights-0.weights.h5"]
+    assert sorted(p.name for p in (tmp_path / "backup").iterdir()) == ["model-0.keras", "state.json"]
     monkeypatch.undo()
     assert runs.restore(tmp_path, tiny_model)[1].step == 1
 

@@ -10,9 +10,11 @@ failure to write one, a full disk or a missing permission, is a :class:`RunFolde
 - ``model.keras``: the model after the last finished epoch, for ``sample``, ``reconstruct`` and
   ``interpolate``.
 - ``backup/``: the training state every ``backup_every`` steps, after every epoch and on Ctrl-C:
-  ``weights-0.weights.h5`` and ``weights-1.weights.h5`` in turn (weights, optimizer, the step
-  counter) and ``state.json``, written last, naming the newer one with its step, the step its
-  epoch began at and that epoch's running means. A crash at any moment leaves a whole backup.
+  ``model-0.keras`` and ``model-1.keras`` in turn (weights, optimizer, the step counter) and
+  ``state.json``, written last, naming the newer one with its step, the step its epoch began at
+  and that epoch's running means. A crash at any moment leaves a whole backup. (Keras writes a
+  ``.keras`` file's weights in memory first: a full disk fails in Python's file writes, where a
+  ``.weights.h5`` file's h5py crashes the interpreter at exit.)
 
 A run resumes from its backup with the history rows up to the start of the epoch in progress and,
 with ``StrokeBatches.from_step``, the batches it would have had: its history is the history of a
@@ -29,6 +31,7 @@ import io
 import itertools
 import json
 import math
+import os
 import signal
 from pathlib import Path
 
@@ -70,7 +73,7 @@ def _one_line(error):
     return f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
 
 
-EDITED = "it was edited or cut short: put back a good copy, or train into a new --out"
+_EDITED = "it was edited or cut short: put back a good copy, or train into a new --out"
 
 
 def _step_of(model):
@@ -133,13 +136,13 @@ def read_config(out):
     try:
         config = json.loads(path.read_bytes())
     except ValueError as error:
-        raise RunFolderError(path, f"is not valid JSON ({_one_line(error)}); {EDITED}") from None
+        raise RunFolderError(path, f"is not valid JSON ({_one_line(error)}); {_EDITED}") from None
     if isinstance(config, dict) and _is(config.get("hparams"), dict):
         epoch_steps = config["hparams"].get("steps_per_epoch", HParams.steps_per_epoch)
         config = {"seed": 0, "target": config.get("step"), "epoch_steps": epoch_steps, **config}
     problem = _config_problem(config)
     if problem:
-        raise RunFolderError(path, f"{problem}; {EDITED}")
+        raise RunFolderError(path, f"{problem}; {_EDITED}")
     return config
 
 
@@ -169,19 +172,19 @@ def read_history(path):
     with open(path, newline="") as file:
         reader = csv.DictReader(file)
         if not {"step", "epoch"} <= set(reader.fieldnames or ()):
-            raise RunFolderError(path, f"has no header with 'step' and 'epoch'; {EDITED}")
+            raise RunFolderError(path, f"has no header with 'step' and 'epoch'; {_EDITED}")
         rows = []
         for row in reader:
             line = reader.line_num
             if None in row or None in row.values():
-                raise RunFolderError(path, f"line {line} has not the header's {len(reader.fieldnames)} fields; {EDITED}")
+                raise RunFolderError(path, f"line {line} has not the header's {len(reader.fieldnames)} fields; {_EDITED}")
             try:
                 parsed = {key: float(value) for key, value in row.items() if value != ""}
                 parsed["step"], parsed["epoch"] = int(row["step"]), int(row["epoch"])
             except (KeyError, ValueError) as error:
-                raise RunFolderError(path, f"line {line} holds no number where one belongs ({error}); {EDITED}") from None
+                raise RunFolderError(path, f"line {line} holds no number where one belongs ({error}); {_EDITED}") from None
             if rows and parsed["step"] <= rows[-1]["step"]:
-                raise RunFolderError(path, f"line {line}: step {parsed['step']} after step {rows[-1]['step']}; {EDITED}")
+                raise RunFolderError(path, f"line {line}: step {parsed['step']} after step {rows[-1]['step']}; {_EDITED}")
             rows.append(parsed)
     return rows
 
@@ -234,7 +237,8 @@ def _writing(path):
         with render.atomic_path(path) as temporary:
             yield temporary
     except OSError as error:
-        raise RunFolderError(path, f"cannot be written ({error.strerror or _one_line(error)})") from error
+        reason = os.strerror(error.errno) if error.errno else _one_line(error)
+        raise RunFolderError(path, f"cannot be written ({reason})") from error
 
 
 # --- backups -------------------------------------------------------------------------------------
@@ -258,10 +262,10 @@ def _read_state(path):
     try:
         state = json.loads(path.read_bytes())
     except ValueError as error:
-        raise RunFolderError(path, f"is not valid JSON ({_one_line(error)}); {EDITED}") from None
+        raise RunFolderError(path, f"is not valid JSON ({_one_line(error)}); {_EDITED}") from None
     if not (isinstance(state, dict) and state.get("slot") in (0, 1) and isinstance(state.get("metrics"), dict)
             and all(_is(state.get(key), int) for key in ("step", "epoch_start"))):
-        raise RunFolderError(path, f"is not a backup state (step, epoch_start, slot, metrics); {EDITED}")
+        raise RunFolderError(path, f"is not a backup state (step, epoch_start, slot, metrics); {_EDITED}")
     return state
 
 
@@ -270,7 +274,7 @@ def _history_until(out, epoch_start):
     path = out / "history.csv"
     rows = [row for row in read_history(path) if row["step"] <= epoch_start] if path.exists() else []
     if epoch_start and (not rows or rows[-1]["step"] != epoch_start):
-        raise RunFolderError(path, f"has no row for step {epoch_start}, where the epoch in progress began; {EDITED}")
+        raise RunFolderError(path, f"has no row for step {epoch_start}, where the epoch in progress began; {_EDITED}")
     return rows
 
 
@@ -287,14 +291,14 @@ def restore(out, build):
         state = _read_state(state_path)
         rows = _history_until(out, state["epoch_start"])
         model = build()
-        weights = out / BACKUP / f"weights-{state['slot']}.weights.h5"
+        backup = out / BACKUP / f"model-{state['slot']}.keras"
         try:
             model.optimizer.build(model.trainable_variables)
-            model.load_weights(weights)
-        except Exception as error:  # h5py and Keras raise OSError, ValueError, KeyError... on a bad file
-            raise RunFolderError(weights, f"cannot be loaded ({_one_line(error)}); {EDITED}") from error
+            model.load_weights(backup)
+        except Exception as error:  # zipfile, h5py and Keras raise OSError, ValueError, KeyError... on a bad file
+            raise RunFolderError(backup, f"cannot be loaded ({_one_line(error)}); {_EDITED}") from error
         if _step_of(model) != state["step"]:
-            raise RunFolderError(weights, f"holds step {_step_of(model)}, but {state_path} says {state['step']}; {EDITED}")
+            raise RunFolderError(backup, f"holds step {_step_of(model)}, but {state_path} says {state['step']}; {_EDITED}")
         return model, RestorePoint(state["step"], state["epoch_start"], state["metrics"]), rows
     if (out / "model.keras").exists():
         model = load_model(out)
@@ -344,9 +348,9 @@ class Checkpoints(keras.callbacks.Callback):
         super().__init__()
         self.out, self.config, self.rows, self.backup_every = Path(out), config, rows, backup_every
         self.step, self.epoch_start, self.metrics = point.step, point.epoch_start, point.metrics
-        self.saved = point.step  # the step of the newest backup on disk
         state = self.out / BACKUP / "state.json"
         self.slot = _read_state(state)["slot"] if state.exists() else 1
+        self.saved = point.step if state.exists() else None  # the step of the newest backup
         self.interrupted = False
 
     @contextlib.contextmanager
@@ -405,9 +409,9 @@ class Checkpoints(keras.callbacks.Callback):
         try:
             yield
         except RunFolderError as error:
-            kept = (f"the backup of step {self.saved} is kept: free some space (or fix the permissions) "
-                    f"and resume with `sketch-rnn train --out {self.out}`")
-            raise RunFolderError(error.path, f"{error.problem}; {kept}") from error
+            kept = "no backup is saved yet" if self.saved is None else f"the backup of step {self.saved} is kept"
+            then = f"free some space (or fix the permissions) and resume with `sketch-rnn train --out {self.out}`"
+            raise RunFolderError(error.path, f"{error.problem}; {kept}: {then}") from error
 
     def _backup(self):
         """The weights into the slot not in use, then ``state.json`` naming it."""
@@ -417,8 +421,8 @@ class Checkpoints(keras.callbacks.Callback):
             metrics = {v.path: keras.ops.convert_to_numpy(v).tolist() for v in model.metrics_variables}
         state = {"step": self.step, "epoch_start": self.epoch_start, "slot": slot, "metrics": metrics}
         (self.out / BACKUP).mkdir(exist_ok=True)
-        with _writing(self.out / BACKUP / f"weights-{slot}.weights.h5") as temporary:
-            model.save_weights(temporary)
+        with _writing(self.out / BACKUP / f"model-{slot}.keras") as temporary:
+            model.save(temporary)
         with _writing(self.out / BACKUP / "state.json") as temporary:
             temporary.write_text(json.dumps(state))
         self.slot, self.saved = slot, self.step
