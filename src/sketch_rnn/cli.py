@@ -85,13 +85,6 @@ def _spread(labels, n):
     return [int(i) for i in np.lexsort((labels, rank))[:n]]
 
 
-def _load_run(out):
-    """``(config, model)`` of a run folder with a finished epoch."""
-    if not (out / "model.keras").exists() or not (out / "config.json").exists():
-        raise ValueError(f"{out}: no trained model here (model.keras and config.json); run `sketch-rnn train` first")
-    return runs.read_config(out), runs.load_model(out)
-
-
 # --- pictures ------------------------------------------------------------------------------------
 
 
@@ -219,6 +212,13 @@ def train(args):
 
 
 # --- sample, reconstruct, interpolate ------------------------------------------------------------
+
+
+def _load_run(out):
+    """``(config, model)`` of a run folder with a finished epoch."""
+    if not (out / "model.keras").exists() or not (out / "config.json").exists():
+        raise ValueError(f"{out}: no trained model here (model.keras and config.json); run `sketch-rnn train` first")
+    return runs.read_config(out), runs.load_model(out)
 
 
 def _write_sketches(sketches, folder, table):

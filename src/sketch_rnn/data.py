@@ -32,6 +32,7 @@ import pickle
 import pickletools
 import re
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -238,7 +239,7 @@ class StrokeBatches:
             batch = [augment_strokes(random_scale(s, rng), rng) for s in batch]
         return arrays(batch, self.max_len)
 
-    def from_step(self, step, seed):
+    def from_step(self, step: int, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Endless batches for the training steps ``step, step + 1, ...``, each a function of ``seed``
         and its step only (``self.rng`` is not used), so that a run resumed at any step trains on
         the batches it would have had.

@@ -33,6 +33,7 @@ import json
 import math
 import os
 import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import keras
@@ -118,7 +119,7 @@ def _config_problem(config):
     return None
 
 
-def read_config(out):
+def read_config(out: str | Path) -> dict:
     """The checked ``config.json`` of the run folder ``out``.
 
     Runs saved before ``seed``, ``target`` and ``epoch_steps`` were recorded read as seed 0,
@@ -146,8 +147,15 @@ def read_config(out):
     return config
 
 
-def write_config(out, config):
-    """Write ``config`` as ``out/config.json``, atomically."""
+def write_config(out: str | Path, config: dict) -> None:
+    """Write ``config`` as ``out/config.json``, atomically.
+
+    >>> import tempfile
+    >>> out = Path(tempfile.mkdtemp())
+    >>> write_config(out, {"step": 4})
+    >>> json.loads((out / "config.json").read_text())
+    {'step': 4}
+    """
     with _writing(Path(out) / "config.json") as temporary:
         temporary.write_text(json.dumps(config, indent=2))
 
@@ -155,7 +163,7 @@ def write_config(out, config):
 # --- history.csv and losses.png ------------------------------------------------------------------
 
 
-def read_history(path):
+def read_history(path: str | Path) -> list[dict]:
     """The rows of a ``history.csv``: numbers by column, ``step`` and ``epoch`` integers, steps rising.
 
     >>> import tempfile
@@ -189,8 +197,17 @@ def read_history(path):
     return rows
 
 
-def write_history(rows, path):
-    """Write ``rows`` (dicts) as a CSV file with a column per key, atomically."""
+def write_history(rows: list[dict], path: str | Path) -> None:
+    """Write ``rows`` (dicts) as a CSV file with a column per key, atomically.
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "history.csv"
+    >>> write_history([{"step": 2, "epoch": 1, "loss": 3.5}, {"step": 4, "epoch": 2, "kl": 0.2}], path)
+    >>> print(path.read_text().replace("\\r", ""), end="")
+    step,epoch,loss,kl
+    2,1,3.5,
+    4,2,,0.2
+    """
     fields = list(dict.fromkeys(key for row in rows for key in row))
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=fields)
@@ -200,9 +217,16 @@ def write_history(rows, path):
         temporary.write_text(text.getvalue())
 
 
-def plot_history(rows, path):
-    """Every term (train solid, validation dashed) and the KL weight, against the step; a point an
-    epoch, marked, so that a run of one epoch shows too."""
+def plot_history(rows: list[dict], path: str | Path) -> None:
+    """Every term (train solid, validation dashed) and the KL weight, against the step, as a PNG
+    file; a point an epoch, marked, so that a run of one epoch shows too.
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "losses.png"
+    >>> plot_history([{"step": 2, "loss": 3.5, "val_loss": 3.6, "kl_weight": 0.01}], path)
+    >>> path.read_bytes()[:4]
+    b'\\x89PNG'
+    """
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(10, 4), dpi=100)
@@ -278,12 +302,16 @@ def _history_until(out, epoch_start):
     return rows
 
 
-def restore(out, build):
+def restore(out: str | Path, build: Callable[[], keras.Model]) -> tuple[keras.Model, RestorePoint, list[dict]]:
     """``(model, point, rows)``: the run in ``out`` where its backup left it, with its history.
 
     ``build()`` gives the run's compiled model; the backup's weights are loaded into it. A folder
     without a backup restarts from ``build()`` at step 0, or, if it holds a ``model.keras`` (runs
     saved before backups existed), goes on from that model at the step it holds.
+
+    >>> import tempfile
+    >>> restore(tempfile.mkdtemp(), build=lambda: "a new model")
+    ('a new model', RestorePoint(step=0, epoch_start=0, metrics={}), [])
     """
     out = Path(out)
     state_path = out / BACKUP / "state.json"
@@ -307,8 +335,17 @@ def restore(out, build):
     return build(), RestorePoint(0, 0, {}), []
 
 
-def load_model(out):
-    """``out/model.keras``, loaded (Keras's ``safe_mode``: no lambdas), or a RunFolderError naming it."""
+def load_model(out: str | Path) -> keras.Model:
+    """``out/model.keras``, loaded (Keras's ``safe_mode``: no lambdas), or a RunFolderError naming it.
+
+    >>> import tempfile
+    >>> out = Path(tempfile.mkdtemp())
+    >>> _ = (out / "model.keras").write_bytes(b"PK cut short")
+    >>> load_model(out)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    sketch_rnn.runs.RunFolderError: /.../model.keras: cannot be loaded (...)
+    """
     path = Path(out) / "model.keras"
     try:
         return keras.models.load_model(path)
@@ -319,7 +356,7 @@ def load_model(out):
 # --- training ------------------------------------------------------------------------------------
 
 
-def epochs_left(step, epoch_start, target, epoch_steps):
+def epochs_left(step: int, epoch_start: int, target: int, epoch_steps: int) -> list[tuple[int, int]]:
     """``[(length, count), ...]``: the epochs from ``step`` to ``target``, grouped, for one ``fit`` a
     group. Epochs end every ``epoch_steps`` steps after ``epoch_start`` (where the epoch in
     progress began) and at ``target``.
@@ -342,9 +379,16 @@ class Checkpoints(keras.callbacks.Callback):
     with ``point.metrics``, so the row of an epoch that was resumed averages all of its steps.
     Inside :meth:`stopping_on_sigint`, Ctrl-C saves a backup at the end of the step and raises
     :class:`Interrupted`.
+
+    >>> import tempfile
+    >>> checkpoints = Checkpoints(tempfile.mkdtemp(), {}, [], RestorePoint(0, 0, {}), backup_every=100)
+    >>> with checkpoints.stopping_on_sigint():
+    ...     signal.raise_signal(signal.SIGINT)  # as Ctrl-C: no KeyboardInterrupt, a request to stop
+    >>> checkpoints.interrupted
+    True
     """
 
-    def __init__(self, out, config, rows, point, backup_every):
+    def __init__(self, out: str | Path, config: dict, rows: list[dict], point: RestorePoint, backup_every: int):
         super().__init__()
         self.out, self.config, self.rows, self.backup_every = Path(out), config, rows, backup_every
         self.step, self.epoch_start, self.metrics = point.step, point.epoch_start, point.metrics
@@ -354,7 +398,7 @@ class Checkpoints(keras.callbacks.Callback):
         self.interrupted = False
 
     @contextlib.contextmanager
-    def stopping_on_sigint(self):
+    def stopping_on_sigint(self) -> Iterator[None]:
         """While it runs, a first Ctrl-C stops training after a backup; a second stops it at once."""
 
         def request_stop(signum, frame):
