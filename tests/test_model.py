@@ -449,3 +449,32 @@ def test_one_objective_shared_by_two_models_keeps_their_logs_apart():
     second_logs = second.evaluate(x * 10, y, verbose=0, return_dict=True)
     assert first.evaluate(x, y, verbose=0, return_dict=True) == pytest.approx(first_logs)
     assert first_logs["activity"] != pytest.approx(second_logs["activity"])
+
+
+def test_the_guard_checks_batches_in_the_order_they_began_and_keeps_the_first_error():
+    import threading
+
+    from lossweave.guard import _InOrder
+
+    order, seen, raised = _InOrder(), [], {}
+    for batch in range(3):
+        order.begin(batch)
+
+    def check(batch):
+        seen.append(batch)
+        if batch >= 1:
+            raise lw.NonFiniteTermError(f"step {batch}")
+
+    def end(batch):
+        try:
+            order.end(batch, lambda: check(batch))
+        except lw.NonFiniteTermError as error:
+            raised[batch] = str(error)
+
+    threads = [threading.Thread(target=end, args=(batch,)) for batch in (2, 1, 0)]
+    for thread in threads:  # started latest first, as a thread pool may run them
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert seen == [0, 1]  # in order; after the first error there is nothing left to check
+    assert raised == {1: "step 1", 2: "step 1"}

@@ -108,3 +108,60 @@ def test_config_round_trip():
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(objective))
     assert restored.get_config() == objective.get_config()
     assert restored.terms["kl"].kwargs == {"free_bits": 0.2}
+
+
+def multi_output_model():
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(4)(inputs)
+    outputs = {"a": keras.layers.Dense(2, name="a")(hidden), "b": keras.layers.Dense(1, name="b")(hidden)}
+    return lw.Model(inputs, outputs, taps={"hidden": hidden})
+
+
+def test_term_without_output_on_a_multi_output_model_fails_at_compile_listing_outputs():
+    model = multi_output_model()
+    with pytest.raises(ValueError, match=r"term 'mse' reads y_pred/y_true, but the model has "
+                                         r"several outputs \(a, b\).*output='a'"):
+        model.compile(loss=lw.Objective({"mse": "mse"}))
+    with pytest.raises(ValueError, match=r"term 'mse' has output='c', but the model's outputs "
+                                         r"are \['a', 'b'\]"):
+        model.compile(loss=lw.Objective({"mse": lw.Term("mse", output="c")}))
+    model.compile(loss=lw.Objective({"act": lambda hidden: ops.mean(hidden)}))  # no output read
+
+
+@pytest.mark.parametrize("returned, what", [(None, "None"), ("oops", "a str")])
+def test_term_returning_a_non_tensor_names_the_term(returned, what):
+    term = lw.Term(lambda y_pred: returned)
+    term.resolve("odd", NAMES)
+    with pytest.raises(ValueError, match=f"term 'odd' returned {what}; a term must return a tensor"):
+        term.value(tensors())
+
+
+def test_a_term_named_like_the_weight_of_a_scheduled_term_is_refused():
+    objective = lw.Objective({
+        "kl": lw.Term("mse", weight=lw.schedules.linear(0.0, 1.0, steps=10)),
+        "kl_weight": "mae",
+    })
+    with pytest.raises(ValueError, match="'kl_weight' collides with the logged weight of the "
+                                         "scheduled term 'kl'"):
+        objective.build(NAMES)
+
+
+def test_a_misspelled_keras_loss_name_names_the_term():
+    with pytest.raises(ValueError, match="term 'recon': 'mean_sqared_error' is not a Keras loss name"):
+        lw.Objective({"recon": "mean_sqared_error"}).build(NAMES)
+
+
+def test_a_schedule_class_passed_uncalled_says_to_call_it():
+    with pytest.raises(TypeError, match=r"weight=Linear is a schedule class.*call it"):
+        lw.Term("mse", weight=lw.schedules.linear)
+
+
+def test_values_along_a_wrong_axis_equal_to_the_batch_size_are_caught():
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(8)(inputs)  # 8 units, and a batch of 8 below
+    model = lw.Model(inputs, keras.layers.Dense(1)(hidden), taps={"hidden": hidden})
+    model.compile(optimizer="sgd", loss=lw.Objective({
+        "mse": "mse", "per_unit": lambda hidden: ops.mean(hidden, axis=0)}))
+    with pytest.raises(ValueError, match=r"term 'per_unit' returned shape \(8,\), whose first axis "
+                                         "is not the batch axis"):
+        model.fit(np.ones((8, 4), "float32"), np.ones((8, 1), "float32"), batch_size=8, verbose=0)

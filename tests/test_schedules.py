@@ -35,7 +35,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("schedule, formula", CASES, ids=lambda c: repr(c)[:40])
+@pytest.mark.parametrize("schedule, formula", CASES, ids=[type(s).__name__ for s, _ in CASES])
 def test_schedule_matches_formula(schedule, formula):
     np.testing.assert_allclose(evaluate(schedule), formula(STEPS.astype(np.float64)),
                                rtol=1e-5, atol=1e-6)

@@ -21,6 +21,10 @@ from keras.src.losses.loss import scale_loss_for_distribution  # noqa: F401
 from keras.src.trainers.compile_utils import MetricsList
 from keras.src.trainers.compile_utils import get_loss as resolve_loss  # noqa: F401
 
+# Runs a function on symbolic tensors and returns the symbolic result (what `Layer.__call__` does
+# on KerasTensors); used once per term to check that its first axis follows the batch size.
+from keras.src.backend import compute_output_spec  # noqa: F401
+
 # The class of functional models: a functional lw.Model subclasses it directly, because
 # `keras.Model.__init__` would rewrite the bases of lw.Model itself to make it functional.
 from keras.src.models.functional import Functional  # noqa: F401
@@ -90,6 +94,7 @@ class MetricGroup(MetricsList):
 
 __all__ = [
     "Functional",
+    "compute_output_spec",
     "unscale_loss_for_distribution",
     "MetricGroup",
     "RUN_THROUGH_GRAPH",

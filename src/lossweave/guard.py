@@ -11,7 +11,9 @@ Traceback (most recent call last):
 lossweave.guard.NonFiniteTermError: training step 7: term 'kl' is inf. ...
 """
 
+import bisect
 import math
+import threading
 
 import keras
 
@@ -24,12 +26,47 @@ def _describe(value):
     return "NaN" if math.isnan(value) else ("inf" if value > 0 else "-inf")
 
 
+class _InOrder:
+    """Runs end-of-batch checks in the order the batches began, and keeps the first error.
+
+    Keras dispatches the batch-end callbacks of async-safe callbacks to a thread pool, where they
+    may run in any order; batch begins are called in order on the training thread.
+    """
+
+    def __init__(self):
+        self._turn = threading.Condition()
+        self._begun = []
+        self._done = 0
+        self.error = None
+
+    def begin(self, batch):
+        with self._turn:
+            if self._begun and batch <= self._begun[-1]:  # a new epoch or evaluation
+                self._begun, self._done, self.error = [], 0, None
+            self._begun.append(batch)
+
+    def end(self, batch, check):
+        with self._turn:
+            position = max(bisect.bisect_right(self._begun, batch) - 1, 0)
+            self._turn.wait_for(lambda: self._done >= position or not self._begun)
+            try:
+                if self.error is None:
+                    check()
+            except NonFiniteTermError as error:
+                self.error = error
+            finally:
+                self._done += 1
+                self._turn.notify_all()
+        if self.error is not None:
+            raise self.error
+
+
 class NonFiniteGuard(keras.callbacks.Callback):
     """Raises `NonFiniteTermError` at the first batch whose loss or terms are not finite.
 
     It is `async_safe`, so on JAX Keras keeps dispatching batch callbacks off the training thread
     and the check costs no device sync of its own; the error then surfaces a step or two later,
-    still naming the step where the term broke.
+    still naming the first step where a term broke (the checks run in the order of the steps).
 
     Args:
         term_names: the objective's term names, looked up in the batch logs.
@@ -41,15 +78,23 @@ class NonFiniteGuard(keras.callbacks.Callback):
         super().__init__()
         self.term_names = list(term_names)
         self._first_step = 0
+        self._train, self._test = _InOrder(), _InOrder()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._first_step = int(keras.ops.convert_to_numpy(self.model.step.value))
 
+    def on_train_batch_begin(self, batch, logs=None):
+        self._train.begin(batch)
+
+    def on_test_batch_begin(self, batch, logs=None):
+        self._test.begin(batch)
+
     def on_train_batch_end(self, batch, logs=None):
-        self.check(logs or {}, step=self._first_step + batch, phase="training")
+        step = self._first_step + batch
+        self._train.end(batch, lambda: self.check(logs or {}, step=step, phase="training"))
 
     def on_test_batch_end(self, batch, logs=None):
-        self.check(logs or {}, step=batch, phase="validation")
+        self._test.end(batch, lambda: self.check(logs or {}, step=batch, phase="validation"))
 
     def check(self, logs, step, phase):
         if "loss" not in logs or math.isfinite(float(logs["loss"])):

@@ -20,7 +20,7 @@ import keras
 from keras import ops
 
 from lossweave import schedules
-from lossweave._keras import get_keras_mask, keras_loss_value, resolve_loss
+from lossweave._keras import compute_output_spec, get_keras_mask, keras_loss_value, resolve_loss
 from lossweave.injection import Injector
 from lossweave.serialization import deserialize_function, serialize_function
 from lossweave.taps import NOT_RECORDED
@@ -87,6 +87,7 @@ class Term:
         self._injector = None
         self._loss = fn if isinstance(fn, keras.losses.Loss) else None
         self._pending = None
+        self._axis_checked = False
 
     @property
     def is_keras_loss(self) -> bool:
@@ -172,6 +173,8 @@ class Term:
         if len(values.shape) == 0:
             return values
         self._check_batch_axis(values, tensors)
+        if not self._axis_checked:
+            self._check_batch_axis_symbolically(tensors)
         reads = self._injector.sources.values()
         sample_weight = None if "sample_weight" in reads else single(tensors, "sample_weight", self._owner)
         mask = get_keras_mask(result)
@@ -197,6 +200,28 @@ class Term:
                 "axes, or return ops.mean(...) for a batch-level term."
             )
 
+    def _check_batch_axis_symbolically(self, tensors):
+        """Once: the first axis of the result must follow the batch size, not merely equal it.
+
+        The term runs on symbolic tensors whose batch axis is unknown; a first axis that stays a
+        number there (e.g. `ops.mean(h, axis=0)` with as many units as samples) is not per-sample.
+        """
+        self._axis_checked = True
+        batch = _batch_dim(tensors.get("y_pred"))
+        if batch is None:
+            return
+        try:
+            spec = compute_output_spec(self._injector, _batch_free(tensors, batch))
+        except Exception:  # a term that needs a known batch size: only the check is skipped
+            return
+        if getattr(spec, "shape", None) and spec.shape[0] is not None:
+            raise ValueError(
+                f"{self._owner} returned shape {(batch,) + tuple(spec.shape[1:])}, whose first "
+                "axis is not the batch axis: it does not change with the batch size (it only "
+                f"equals it, {batch}, here). A term must return a scalar or values whose first "
+                "axis is the batch; reduce over the other axes."
+            )
+
     def get_config(self):
         spec = self.spec if isinstance(self.spec, str) else serialize_function(self.fn, self._owner)
         return {
@@ -215,6 +240,20 @@ class Term:
         fn = fn if isinstance(fn, str) else deserialize_function(fn, owner="a saved term")
         weight = keras.saving.deserialize_keras_object(config.pop("weight"))
         return cls(fn, weight=weight, **config.pop("kwargs"), **config)
+
+
+def _batch_free(tensors, batch):
+    """Symbolic stand-ins of the step's tensors, with an unknown first axis where it is `batch`."""
+
+    def symbolic(tensor):
+        if not hasattr(tensor, "shape") or not hasattr(tensor, "dtype"):
+            return tensor
+        shape = tuple(tensor.shape)
+        if shape and shape[0] == batch:
+            shape = (None,) + shape[1:]
+        return keras.KerasTensor(shape, keras.backend.standardize_dtype(tensor.dtype))
+
+    return {key: keras.tree.map_structure(symbolic, value) for key, value in tensors.items()}
 
 
 def _batch_dim(y_pred):
