@@ -10,6 +10,14 @@ The signature is inspected once, when the term or metric is built; each step onl
 
 import inspect
 
+from lossweave.step import INJECTABLE
+
+#: Why a tap can be missing at run time although the model's `call` records it.
+NOT_RECORDED = (
+    "Taps are recorded in the model's own train_step and test_step: a custom train_step must "
+    "call super().train_step(...) for the objective and metrics to see them."
+)
+
 
 class Injector:
     """Calls `fn` with its parameters looked up by name in a dict of the step's tensors.
@@ -52,15 +60,27 @@ class Injector:
                     f"its parameters are {list(self._params)}."
                 )
         self.sources = None
+        self._late = False
 
     @property
     def parameters(self):
         """The parameter names the function accepts."""
         return list(self._params)
 
-    def resolve(self, available):
-        """Decides, once, which source fills each parameter; fails on a name nobody provides."""
-        available = list(available)
+    def resolve(self, available, late: bool = False):
+        """Decides, once, which source fills each parameter; fails on a name nobody provides.
+
+        With `late`, a name nobody provides yet (a tap of a subclassed model, known once it runs)
+        is looked for again at the first call, among the names that step has.
+        """
+        try:
+            self._resolve(list(available))
+        except ValueError:
+            if not late:
+                raise
+            self._late = True
+
+    def _resolve(self, available):
         sources = {}
         for name, param in self._params.items():
             if name in self.fixed:
@@ -81,6 +101,16 @@ class Injector:
 
     def __call__(self, tensors):
         if self.sources is None:
-            raise RuntimeError(f"{self.owner} was called before being resolved.")
-        kwargs = {name: tensors[source] for name, source in self.sources.items()}
+            if not self._late:
+                raise RuntimeError(f"{self.owner} was called before being resolved.")
+            try:
+                self._resolve(list(INJECTABLE) + [k for k in tensors if k not in INJECTABLE])
+            except ValueError as e:
+                raise ValueError(f"{e} {NOT_RECORDED}") from None
+        try:
+            kwargs = {name: tensors[source] for name, source in self.sources.items()}
+        except KeyError as e:
+            raise ValueError(
+                f"{self.owner} asks for {e.args[0]!r}, which this step does not have. {NOT_RECORDED}"
+            ) from None
         return self.fn(**kwargs, **self.fixed)

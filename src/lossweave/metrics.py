@@ -27,8 +27,7 @@ from lossweave.aggregations import AGGREGATIONS, COMBINE
 from lossweave.composed import Arithmetic, ComposedMetric
 from lossweave.injection import Injector
 from lossweave.serialization import deserialize_function, serialize_function
-from lossweave.step import INJECTABLE, for_output
-from lossweave.taps import NOT_RECORDED
+from lossweave.step import for_output
 from lossweave.trackers import DIRECTIONS
 
 # The names a metric can ask for inside a plain `keras.Model`, which calls `update_state`.
@@ -92,7 +91,6 @@ class InjectedMetric(Arithmetic, keras.metrics.Metric):
         self.kwargs = kwargs
         self._injector = Injector(fn, bind=self.bind, fixed=kwargs, owner=self._owner)
         self._resolved_for = None
-        self._pending = False
         self._key = next(_KEYS)  # copies share it, so an expression updates each metric once
         self._aggregation = AGGREGATIONS[aggregation]
         self._state = {
@@ -117,30 +115,12 @@ class InjectedMetric(Arithmetic, keras.metrics.Metric):
         """
         available = tuple(available)
         self._injector.owner = self._owner
-        try:
-            self._injector.resolve(available)
-        except ValueError:
-            if not late:
-                raise
-            self._pending = True
+        self._injector.resolve(available, late=late)
         self._resolved_for = available
 
     def update_from_tensors(self, tensors):
         """Adds one step to the state; `tensors` holds `y_true, y_pred, x, ...` and the taps."""
-        if self._pending:
-            available = list(INJECTABLE) + [k for k in tensors if k not in INJECTABLE]
-            try:
-                self._injector.resolve(available)
-            except ValueError as e:
-                raise ValueError(f"{e} {NOT_RECORDED}") from None
-            self._pending = False
         tensors = for_output(tensors, self.output, self._owner)
-        missing = [s for s in self._injector.sources.values() if s not in tensors]
-        if missing:
-            raise ValueError(
-                f"{self._owner} asks for {', '.join(map(repr, missing))}, which this step does not "
-                f"have. {NOT_RECORDED}"
-            )
         value = self._injector(tensors)
         if not isinstance(value, (tuple, list)):
             value = _float(value)

@@ -23,8 +23,7 @@ from lossweave import schedules
 from lossweave._keras import compute_output_spec, get_keras_mask, keras_loss_value, resolve_loss
 from lossweave.injection import Injector
 from lossweave.serialization import deserialize_function, serialize_function
-from lossweave.taps import NOT_RECORDED
-from lossweave.step import INJECTABLE, for_output, is_multi_output, output_keys, reduce, single
+from lossweave.step import for_output, is_multi_output, output_keys, reduce, single
 
 REDUCTIONS = ("mean", "sum")
 
@@ -86,7 +85,6 @@ class Term:
         self.name = None
         self._injector = None
         self._loss = fn if isinstance(fn, keras.losses.Loss) else None
-        self._pending = None
         self._axis_checked = False
 
     @property
@@ -115,12 +113,7 @@ class Term:
             _check_loss_name(self.fn, self._owner)
         elif not self.is_keras_loss:
             self._injector = Injector(self.fn, bind=self.bind, fixed=self.kwargs, owner=self._owner)
-            try:
-                self._injector.resolve(available)
-            except ValueError:
-                if not late:
-                    raise
-                self._pending = True
+            self._injector.resolve(available, late=late)
         if outputs is not None:
             self._check_output(outputs)
 
@@ -138,29 +131,16 @@ class Term:
                 f"{self._owner} has output={self.output!r}, but the model's outputs are {outputs}."
             )
 
-    def _resolve_late(self, tensors):
-        if self._pending:
-            available = list(INJECTABLE) + [k for k in tensors if k not in INJECTABLE]
-            try:
-                self._injector.resolve(available)
-            except ValueError as e:
-                raise ValueError(f"{e} {NOT_RECORDED}") from None
-            self._pending = None
+    def _check_outputs_once_known(self, tensors):
         if self.output is None and is_multi_output(tensors.get("y_pred")):
             self._check_output(output_keys(tensors["y_pred"]))
 
     def value(self, tensors: dict):
         """The unweighted term value (a float32 scalar) for one step's tensors."""
-        self._resolve_late(tensors)
+        self._check_outputs_once_known(tensors)
         tensors = for_output(tensors, self.output, self._owner)
         if self.is_keras_loss:
             return self._keras_loss_value(tensors)
-        missing = [s for s in self._injector.sources.values() if s not in tensors]
-        if missing:
-            raise ValueError(
-                f"{self._owner} asks for {', '.join(map(repr, missing))}, which this step does not "
-                f"have. {NOT_RECORDED}"
-            )
         result = self._injector(tensors)
         is_number = isinstance(result, (int, float)) and not isinstance(result, bool)
         if not is_number and not hasattr(result, "shape"):

@@ -28,13 +28,6 @@ from lossweave.step import INJECTABLE
 _local = threading.local()
 
 
-#: Why a tap can be missing at run time although the model's `call` records it.
-NOT_RECORDED = (
-    "Taps are recorded in the model's own train_step and test_step: a custom train_step must "
-    "call super().train_step(...) for the objective and metrics to see them."
-)
-
-
 class Tapped(NamedTuple):
     """What an `lw` model's `call` returns inside its own train/test step: outputs and taps."""
 
