@@ -33,7 +33,8 @@ def test_svg_view_box_holds_every_point():
 
 
 def test_svg_of_a_single_point_and_of_nothing():
-    assert len(ET.fromstring(render.to_svg(np.array([[3, 4, 1]]))).findall(f".//{SVG}polyline")) == 1
+    [dot] = ET.fromstring(render.to_svg(np.array([[3, 4, 1]]))).findall(f".//{SVG}polyline")
+    assert dot.get("points") == "3,4 3,4"  # zero length: round caps draw a dot
     assert ET.fromstring(render.to_svg(np.zeros((0, 3)))).findall(f".//{SVG}polyline") == []
 
 
@@ -61,8 +62,30 @@ def test_tables_write_files(tmp_path, suffix):
         assert [t.text for t in root.findall(f"{SVG}text")] == titles
     else:
         sizes = [Image.open(p).size for p in written]
-        assert sizes[1] == (3 * 128, 2 * 128) and sizes[2] == (5 * 64, 64)
+        assert sizes[1] == (3 * 128, int(2 * 128 * (1 + render.TITLE_HEIGHT))) and sizes[2] == (5 * 64, 64)
         assert sizes[0][0] == 4 * 128
+
+
+def test_a_one_point_sketch_is_a_dot_in_its_cell(tmp_path):
+    render.grid([np.array([[3, 4, 1]])], tmp_path / "dot.png", ncols=1)
+    pixels = np.asarray(Image.open(tmp_path / "dot.png").convert("L"))
+    assert pixels.min() < 100 and (pixels < 128).sum() < 100
+
+
+def test_completions_draw_the_kept_part_in_another_colour(tmp_path):
+    kept = len(HOUSE) // 2
+    root = ET.fromstring(render.to_svg(HOUSE, prefix=kept))
+    polylines = root.findall(f".//{SVG}polyline")
+    colours = [p.get("stroke") for p in polylines]
+    assert colours[0] == render.PREFIX_COLOUR and colours[-1] == render.STROKE_COLOUR
+    red = sum(len(p.get("points").split()) for p in polylines if p.get("stroke") == render.PREFIX_COLOUR)
+    assert red == kept
+    path = render.completions([HOUSE[:kept]], [HOUSE], tmp_path / "completions.png")
+    rgb = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    reddish = (rgb[..., 0] > 150) & (rgb[..., 1] < 100) & (rgb[..., 2] < 100)
+    top, bottom = reddish[: rgb.shape[0] // 2], reddish[rgb.shape[0] // 2 :]
+    assert top.sum() > 20 and bottom.sum() > 20
+    assert ((rgb.sum(axis=-1) < 100) & ~reddish)[rgb.shape[0] // 2 :].sum() > 20  # the completion in black
 
 
 def test_table_errors(tmp_path):

@@ -16,7 +16,7 @@ import pytest
 from matplotlib.image import imread
 
 import lossweave as lw
-from sketch_rnn import data
+from sketch_rnn import data, render
 from sketch_rnn.cli import main
 from sketch_rnn.model import HParams, kl_weight
 
@@ -100,6 +100,13 @@ def test_reconstruct_writes_pairs(run):
     main(["reconstruct", "--out", str(run), "--n", "2", "--split", "valid"])
     assert len(png_shape(run / "reconstruct" / "pairs.png")) == 3
     assert len(list((run / "reconstruct").glob("*.svg"))) == 2
+
+
+def test_complete_writes_pairs_of_kept_parts_and_completions(run):
+    main(["complete", "--out", str(run), "--n", "3", "--keep", "0.4", "--split", "valid"])
+    assert len(png_shape(run / "complete" / "pairs.png")) == 3
+    svgs = sorted((run / "complete").glob("*.svg"))
+    assert len(svgs) == 3 and all(render.PREFIX_COLOUR in svg.read_text() for svg in svgs)
 
 
 def test_interpolate_writes_a_strip(run):
@@ -260,6 +267,7 @@ def test_killed_then_interrupted_run_resumes_to_its_target_with_an_unbroken_hist
     (["sample", "--out", "{tmp}"], "no trained model here"),
     (["train", "--data", "synthetic", "--preset", "huge", "--out", "{tmp}"], "invalid choice: 'huge'"),
     (["sample", "--out", "{tmp}", "--temperature", "0"], "must be > 0"),
+    (["complete", "--out", "{tmp}", "--keep", "1.5"], "must be in (0, 1], got 1.5"),
     (["train", "--data", "synthetic", "--set", "zsize=8", "--out", "{tmp}"], "KEY one of enc_rnn_size"),
     (["train", "--data", "synthetic", "--set", "z_size=eight", "--out", "{tmp}"], "z_size must be of type int"),
     (["train", "--data", "synthetic", "--set", "augment=1", "--out", "{tmp}"], "augment is true or false"),

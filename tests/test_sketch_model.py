@@ -6,6 +6,8 @@ import keras
 import numpy as np
 import pytest
 
+import lossweave
+
 from sketch_rnn import data, presets, sampling
 from sketch_rnn.model import SketchEncoder, build_model, kl_weight
 
@@ -121,6 +123,53 @@ def test_interpolation_endpoints_are_the_encodings(trained):
     np.testing.assert_allclose(codes[0], encoded[0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(codes[-1], encoded[1], rtol=1e-5, atol=1e-6)
     assert codes.shape == (5, TINY.z_size) and len(strip) == 5
+
+
+def test_completions_start_with_the_prefix_exactly_and_end_pen_up(trained):
+    _, model, _ = trained
+    full = sketches()[:4]
+    prefixes = [s[: len(s) // 2].astype("float32") for s in full] + [np.zeros((0, 3), "float32"), full[0]]
+    done = sampling.complete(model, prefixes, temperature=0.5, seed=2, scale=30.0)
+    assert len(done) == len(prefixes)
+    for prefix, sketch in zip(prefixes, done):
+        np.testing.assert_array_equal(sketch[: len(prefix)], prefix)
+        assert sketch.dtype == np.float32 and sketch[-1, 2] == 1 and np.isfinite(sketch).all()
+        assert len(prefix) < len(sketch) <= TINY.max_seq_len or (len(prefix) == len(sketch) and prefix[-1, 2] == 1)
+    again = sampling.complete(model, prefixes, temperature=0.5, seed=2, scale=30.0)
+    assert all(np.array_equal(a, b) for a, b in zip(done, again))
+    z = np.zeros((2, TINY.z_size), "float32")
+    assert len(sampling.complete(model, prefixes[:2], z=z, seed=0)) == 2
+
+
+def test_completion_goes_on_from_the_decoder_state_the_prefix_leads_to(trained):
+    _, model, _ = trained
+    prefixes = [s[:5] for s in sketches()[:8]]
+    # Teacher forcing: the output at row n of x[:, :-1] (row 0 the start token) predicts point n.
+    x, _ = data.arrays(data.normalize(prefixes, 30.0), TINY.max_seq_len)
+    params = lossweave.losses.split_mdn_params(model.predict_on_batch(x)[:, 5], TINY.num_mixture)
+    params = {name: keras.ops.convert_to_numpy(value) for name, value in params.items()}
+    k = np.argmax(params["pi_logits"], axis=1)[:, None]
+    expected = np.concatenate([np.take_along_axis(params[name], k, axis=1) for name in ("mu_x", "mu_y")], axis=1)
+    goes_on = np.argmax(params["pen_logits"], axis=1) != 2  # the others end at once
+    assert goes_on.any()
+    done = sampling.complete(model, prefixes, temperature=1e-10, seed=0, scale=30.0)
+    drawn = np.stack([sketch[5, :2] / 30.0 for sketch, on in zip(done, goes_on) if on])
+    np.testing.assert_allclose(drawn, expected[goes_on], rtol=1e-3, atol=1e-3)
+
+
+def test_complete_refuses_a_prefix_longer_than_the_model_and_a_bare_array(trained):
+    _, model, _ = trained
+    with pytest.raises(ValueError, match="prefix 0 has 13 points, more than the model's max_seq_len=12"):
+        sampling.complete(model, [np.zeros((13, 3), "float32")])
+    with pytest.raises(ValueError, match="wrap a single prefix in a list"):
+        sampling.complete(model, sketches()[0])
+
+
+def test_unconditional_model_completes_too():
+    model = build_model(dataclasses.replace(TINY, conditional=False))
+    prefix = sketches()[0][:3]
+    [done] = sampling.complete(model, [prefix], seed=0)
+    np.testing.assert_array_equal(done[:3], prefix)
 
 
 def test_slerp_keeps_the_norm_between_codes_of_equal_norm():

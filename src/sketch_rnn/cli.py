@@ -1,4 +1,4 @@
-"""The ``sketch-rnn`` command: ``train``, ``sample``, ``reconstruct``, ``interpolate``.
+"""The ``sketch-rnn`` command: ``train``, ``sample``, ``reconstruct``, ``complete``, ``interpolate``.
 
 ::
 
@@ -7,6 +7,7 @@
     sketch-rnn train --data sheep.npz --set recurrent_dropout=0 --set precision=mixed_bfloat16 --out runs/sheep
     sketch-rnn sample --out runs/demo --n 16 --temperature 0.5
     sketch-rnn reconstruct --out runs/demo
+    sketch-rnn complete --out runs/demo --n 8 --keep 0.5
     sketch-rnn interpolate --out runs/demo
 
 ``train`` writes into its ``--out`` folder (``sketch_rnn.runs``), each file atomically:
@@ -22,7 +23,9 @@ and on Ctrl-C (which then exits with status 130), and, at the end, ``samples.png
 - a finished run trains ``--steps`` more steps.
 
 The other commands read a trained folder and write into a subfolder of it (``sample/``,
-``reconstruct/``, ``interpolate/``).
+``reconstruct/``, ``complete/``, ``interpolate/``). ``complete`` keeps the first ``--keep`` of
+each of ``--n`` held-out sketches and lets the model finish them: ``pairs.png`` shows the kept
+parts above the completed sketches, the kept part drawn in red.
 
 >>> args = _parser().parse_args(["train", "--data", "synthetic", "--preset", "demo", "--out", "runs/demo"])
 >>> args.run.__name__, args.data, args.steps, args.backup_every
@@ -211,7 +214,7 @@ def train(args):
     print(f"trained to step {step}; wrote:", *files, sep="\n  ")
 
 
-# --- sample, reconstruct, interpolate ------------------------------------------------------------
+# --- sample, reconstruct, complete, interpolate --------------------------------------------------
 
 
 def _load_run(out):
@@ -221,11 +224,12 @@ def _load_run(out):
     return runs.read_config(out), runs.load_model(out)
 
 
-def _write_sketches(sketches, folder, table):
-    """``folder/NNN.svg`` for each sketch, and ``table(folder)``; prints what it wrote."""
+def _write_sketches(sketches, folder, table, prefixes=None):
+    """``folder/NNN.svg`` for each sketch (its first ``prefixes[i]`` points in the prefix colour),
+    and ``table(folder)``; prints what it wrote."""
     folder.mkdir(exist_ok=True)
     for i, sketch in enumerate(sketches):
-        render.to_svg(sketch, folder / f"{i:03d}.svg")
+        render.to_svg(sketch, folder / f"{i:03d}.svg", prefix=prefixes[i] if prefixes else 0)
     print(f"wrote {table(folder)} and {len(sketches)} SVGs in {folder}")
 
 
@@ -250,6 +254,15 @@ def reconstruct(args):
                     lambda f: render.pairs(originals, rebuilt, f / "pairs.png"))
 
 
+def complete(args):
+    config, model = _load_run(Path(args.out))
+    sketches, labels = _split(args, config)
+    kept = [s[: max(1, round(args.keep * len(s)))] for s in (sketches[i] for i in _spread(labels, args.n))]
+    completed = sampling.complete(model, kept, temperature=args.temperature, seed=args.seed, scale=config["scale"])
+    _write_sketches(completed, Path(args.out) / "complete",
+                    lambda f: render.completions(kept, completed, f / "pairs.png"), [len(k) for k in kept])
+
+
 def interpolate(args):
     config, model = _load_run(Path(args.out))
     sketches, labels = _split(args, config)
@@ -272,6 +285,13 @@ def _positive(kind):
         return value
 
     return parse
+
+
+def _fraction(text):
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
 
 
 def _hparam(text):
@@ -316,20 +336,25 @@ def _parser():
     rebuild.add_argument("--n", type=_positive(int), default=8, help="how many")
     rebuild.set_defaults(run=reconstruct)
 
+    finish = commands.add_parser("complete", help="finish the start of data sketches into OUT/complete/")
+    finish.add_argument("--n", type=_positive(int), default=8, help="how many")
+    finish.add_argument("--keep", type=_fraction, default=0.5,
+                        help="the fraction of each sketch's points kept as its start (default: 0.5)")
+    finish.set_defaults(run=complete)
+
     between = commands.add_parser("interpolate", help="decode codes between two sketches into OUT/interpolate/")
     between.add_argument("--pair", type=int, nargs=2, metavar=("I", "J"),
                          help="indices of the two sketches in the split (default: the first of two classes)")
     between.add_argument("--n", type=_positive(int), default=8, help="sketches decoded between the two")
     between.set_defaults(run=interpolate)
 
-    for command in (fit, draw, rebuild, between):
+    for command in (fit, draw, rebuild, finish, between):
         command.add_argument("--out", required=True, help="the run folder")
-    for command in (draw, rebuild, between):
+    for command in (draw, rebuild, finish, between):
         command.add_argument("--seed", type=int, default=0, help="random seed")
-    for command in (draw, rebuild, between):
         command.add_argument("--temperature", type=_positive(float), default=PICTURE_TEMPERATURE,
                              help="sampling temperature tau")
-    for command in (rebuild, between):
+    for command in (rebuild, finish, between):
         command.add_argument("--split", choices=data.SPLITS, default="test", help="data split to draw from")
     return parser
 

@@ -1,6 +1,8 @@
 """Draw stroke-3 sketches: SVG text, PNG images, and tables of sketches (grids, pairs, strips).
 
 Each sketch is fitted, centred, into a square with a 10% margin; y grows downward, as in the data.
+Strokes are black; the first points of a completed sketch (the part it was primed with) are drawn
+in ``PREFIX_COLOUR``. A stroke of one point (a sketch of one point, say) is drawn as a dot.
 PNG goes through matplotlib's object-oriented API (``matplotlib.figure.Figure``, rendered by Agg),
 so pyplot and the global backend are never touched. Every file is written atomically: to a
 temporary file in the same folder, then moved over the target with ``os.replace``.
@@ -19,6 +21,8 @@ from sketch_rnn.data import strokes_to_lines
 
 MARGIN = 0.1
 TITLE_HEIGHT = 0.15  # of a cell, above the sketch, when a table has titles
+STROKE_COLOUR = "#000000"
+PREFIX_COLOUR = "#d62728"  # matplotlib's tab:red
 
 
 def _fit_box(lines):
@@ -31,6 +35,25 @@ def _fit_box(lines):
     side = extent * (1 + 2 * MARGIN) if extent > 0 else 1.0
     x0, y0 = (low + high) / 2 - side / 2
     return float(x0), float(y0), side
+
+
+def _coloured_lines(strokes, prefix=0):
+    """``[(line, colour), ...]``: the polylines of a sketch, those of its first ``prefix`` points in
+    ``PREFIX_COLOUR``; a stroke that goes on past the prefix is split there, the segment from the
+    last point of the prefix to the next in ``STROKE_COLOUR``.
+
+    >>> [(line[:, 0].tolist(), colour) for line, colour in _coloured_lines(np.array([[1, 0, 0], [1, 0, 0], [1, 0, 1]]), 2)]
+    [([1.0, 2.0], '#d62728'), ([2.0, 3.0], '#000000')]
+    """
+    lines, start, coloured = strokes_to_lines(strokes), 0, []
+    for line in lines:
+        end = start + len(line)
+        if start < prefix:
+            coloured.append((line[: prefix - start], PREFIX_COLOUR))
+        if end > prefix:
+            coloured.append((line[max(prefix - 1 - start, 0) :], STROKE_COLOUR))
+        start = end
+    return coloured
 
 
 def _fsync(path):
@@ -86,40 +109,44 @@ def write_atomic(path, data):
 # --- SVG ---------------------------------------------------------------------------------------
 
 
-def _svg_sketch(strokes, size, stroke_width, attributes):
-    """An ``<svg>`` element of ``size`` pixels drawing one sketch, one polyline per stroke."""
-    lines = strokes_to_lines(strokes)
-    x0, y0, side = _fit_box(lines)
+def _svg_sketch(strokes, size, stroke_width, attributes, prefix=0):
+    """An ``<svg>`` element of ``size`` pixels drawing one sketch, one polyline per stroke (a stroke
+    of one point is a zero-length polyline, which round caps draw as a dot)."""
+    x0, y0, side = _fit_box(strokes_to_lines(strokes))
     polylines = "".join(
-        '<polyline points="' + " ".join(f"{x:g},{y:g}" for x, y in line) + '"/>\n' for line in lines
+        f'<polyline stroke="{colour}" points="'
+        + " ".join(f"{x:g},{y:g}" for x, y in (line if len(line) > 1 else [line[0], line[0]]))
+        + '"/>\n'
+        for line, colour in _coloured_lines(strokes, prefix)
     )
     return (
         f'<svg {attributes}width="{size:g}" height="{size:g}" viewBox="{x0:g} {y0:g} {side:g} {side:g}">\n'
-        f'<g fill="none" stroke="black" stroke-width="{stroke_width * side / size:g}" '
+        f'<g fill="none" stroke-width="{stroke_width * side / size:g}" '
         'stroke-linecap="round" stroke-linejoin="round">\n'
         f"{polylines}</g>\n</svg>\n"
     )
 
 
-def to_svg(strokes, path=None, size=256, stroke_width=2.0):
-    """SVG text of one sketch, ``size`` pixels square, strokes ``stroke_width`` pixels wide.
+def to_svg(strokes, path=None, size=256, stroke_width=2.0, prefix=0):
+    """SVG text of one sketch, ``size`` pixels square, strokes ``stroke_width`` pixels wide, its
+    first ``prefix`` points in ``PREFIX_COLOUR``.
 
     Written to ``path`` too when one is given.
 
     >>> print(to_svg(np.array([[0, 0, 0], [10, 0, 0], [0, 10, 1]]), size=64), end="")
     <svg xmlns="http://www.w3.org/2000/svg" width="64" height="64" viewBox="-1 -1 12 12">
-    <g fill="none" stroke="black" stroke-width="0.375" stroke-linecap="round" stroke-linejoin="round">
-    <polyline points="0,0 10,0 10,10"/>
+    <g fill="none" stroke-width="0.375" stroke-linecap="round" stroke-linejoin="round">
+    <polyline stroke="#000000" points="0,0 10,0 10,10"/>
     </g>
     </svg>
     """
-    text = _svg_sketch(strokes, size, stroke_width, 'xmlns="http://www.w3.org/2000/svg" ')
+    text = _svg_sketch(strokes, size, stroke_width, 'xmlns="http://www.w3.org/2000/svg" ', prefix)
     if path is not None:
         write_atomic(path, text.encode())
     return text
 
 
-def _svg_table(rows, titles, cell_size):
+def _svg_table(rows, titles, cell_size, prefixes):
     """SVG text of a table of sketches: one nested ``<svg>`` per cell, titles above them."""
     title_height = TITLE_HEIGHT * cell_size if titles else 0
     row_height = cell_size + title_height
@@ -137,7 +164,8 @@ def _svg_table(rows, titles, cell_size):
                     f'font-size="{0.6 * title_height:g}" font-family="sans-serif" '
                     f'text-anchor="middle">{escape(str(titles[r][c]))}</text>\n'
                 )
-            parts.append(_svg_sketch(strokes, cell_size, 2.0, f'x="{x:g}" y="{y + title_height:g}" '))
+            parts.append(_svg_sketch(strokes, cell_size, 2.0, f'x="{x:g}" y="{y + title_height:g}" ',
+                                     prefixes[r][c] if prefixes else 0))
     parts.append("</svg>\n")
     return "".join(parts)
 
@@ -145,7 +173,7 @@ def _svg_table(rows, titles, cell_size):
 # --- PNG ---------------------------------------------------------------------------------------
 
 
-def _png_table(rows, titles, cell_size, stroke_width=2.0):
+def _png_table(rows, titles, cell_size, prefixes=None, stroke_width=2.0):
     """PNG bytes of a table of sketches, ``cell_size`` pixels a cell (plus titles above)."""
     from matplotlib.figure import Figure
 
@@ -158,13 +186,13 @@ def _png_table(rows, titles, cell_size, stroke_width=2.0):
             rect = [c / ncols, 1 - (r + 1) / nrows, 1 / ncols, 1 / (1 + title_height) / nrows]
             axes = figure.add_axes(rect)
             axes.set_axis_off()
-            lines = strokes_to_lines(strokes)
-            x0, y0, side = _fit_box(lines)
+            x0, y0, side = _fit_box(strokes_to_lines(strokes))
             axes.set_xlim(x0, x0 + side)
             axes.set_ylim(y0 + side, y0)
-            for line in lines:
-                axes.plot(*line.T, color="black", linewidth=stroke_width * 72 / cell_size,
-                          solid_capstyle="round", solid_joinstyle="round")
+            width = stroke_width * 72 / cell_size  # points
+            for line, colour in _coloured_lines(strokes, prefixes[r][c] if prefixes else 0):
+                axes.plot(*line.T, color=colour, linewidth=width, solid_capstyle="round", solid_joinstyle="round",
+                          marker="o" if len(line) == 1 else None, markersize=4 * width, markeredgewidth=0)
             if titles:
                 axes.set_title(str(titles[r][c]), fontsize=6.5, pad=2)
     buffer = io.BytesIO()
@@ -181,19 +209,20 @@ def to_png(strokes, path, size=256, stroke_width=2.0):
     'l.png'
     >>> folder.cleanup()
     """
-    return write_atomic(path, _png_table([[strokes]], None, size, stroke_width))
+    return write_atomic(path, _png_table([[strokes]], None, size, stroke_width=stroke_width))
 
 
 # --- tables ------------------------------------------------------------------------------------
 
 
-def _write_table(rows, path, titles=None, cell_size=128):
-    """Write a table of sketches to ``path`` as PNG or SVG, chosen by its extension."""
+def _write_table(rows, path, titles=None, cell_size=128, prefixes=None):
+    """Write a table of sketches to ``path`` as PNG or SVG, chosen by its extension; ``prefixes``,
+    a table of point counts, colours the first points of each sketch."""
     suffix = Path(path).suffix.lower()
     if suffix == ".png":
-        return write_atomic(path, _png_table(rows, titles, cell_size))
+        return write_atomic(path, _png_table(rows, titles, cell_size, prefixes))
     if suffix == ".svg":
-        return write_atomic(path, _svg_table(rows, titles, cell_size).encode())
+        return write_atomic(path, _svg_table(rows, titles, cell_size, prefixes).encode())
     raise ValueError(f"{path}: cannot tell the image format; use a .png or .svg file name")
 
 
@@ -219,8 +248,9 @@ def grid(sketches, path, ncols=8, titles=None, cell_size=128):
     return _write_table(rows(sketches), path, None if titles is None else rows(titles), cell_size)
 
 
-def pairs(originals, reconstructions, path, cell_size=128):
-    """Write originals (top row) above their reconstructions (bottom row); returns the path.
+def pairs(originals, reconstructions, path, cell_size=128, titles=("original", "reconstruction")):
+    """Write originals (top row) above their reconstructions (bottom row), each cell titled with
+    its row's title; returns the path.
 
     >>> import tempfile
     >>> folder = tempfile.TemporaryDirectory()
@@ -231,7 +261,27 @@ def pairs(originals, reconstructions, path, cell_size=128):
     """
     if not originals or len(originals) != len(reconstructions):
         raise ValueError(f"{len(originals)} originals for {len(reconstructions)} reconstructions")
-    return _write_table([list(originals), list(reconstructions)], path, None, cell_size)
+    rows = [list(originals), list(reconstructions)]
+    return _write_table(rows, path, [[title] * len(originals) for title in titles], cell_size)
+
+
+def completions(prefixes, completed, path, cell_size=128):
+    """Write prefixes (top row, titled "kept") above the sketches completed from them (bottom row,
+    "completed"), each prefix in ``PREFIX_COLOUR``; returns the path.
+
+    >>> import tempfile
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> sketch = np.array([[0, 0, 0], [10, 0, 0], [0, 10, 1]])
+    >>> completions([sketch[:2]] * 2, [sketch] * 2, Path(folder.name) / "c.svg").name
+    'c.svg'
+    >>> folder.cleanup()
+    """
+    if not prefixes or len(prefixes) != len(completed):
+        raise ValueError(f"{len(prefixes)} prefixes for {len(completed)} completed sketches")
+    n = len(prefixes)
+    lengths = [len(p) for p in prefixes]
+    return _write_table([list(prefixes), list(completed)], path, [["kept"] * n, ["completed"] * n], cell_size,
+                        [lengths, lengths])
 
 
 def strip(sketches, path, cell_size=128):

@@ -1,4 +1,4 @@
-"""Drawing with a trained sketch-rnn: sample, encode, reconstruct, interpolate.
+"""Drawing with a trained sketch-rnn: sample, encode, reconstruct, complete, interpolate.
 
 Decoding runs the trained decoder one step at a time: the ``decoder`` layer's LSTM cell with its
 state, the ``mdn_head`` Dense, and (conditional models) the ``init_state`` Dense on ``z``, for a
@@ -99,29 +99,14 @@ def _step_model(model):
     return keras.Model([inputs, h, c], [head(output), h_next, c_next])
 
 
-def decode(model, z=None, n=None, temperature=1.0, seed=0, scale=1.0):
-    """Draw sketches from the decoder: one per row of ``z`` (conditional models) or ``n`` (unconditional).
-
-    ``seed`` (an int or a ``numpy.random.Generator``) drives the mixture and pen sampling.
-    Returns a list of stroke-3 float32 arrays ending with pen-up, offsets multiplied by ``scale``.
-
-    >>> from sketch_rnn import presets
-    >>> from sketch_rnn.model import build_model
-    >>> model = build_model(presets.get("tiny"))
-    >>> [s.dtype.name for s in decode(model, z=np.zeros((2, 4), "float32"), seed=1)]
-    ['float32', 'float32']
-    """
+def _decode_points(model, z, n, temperature, rng, given=None, lengths=None):
+    """Stroke-5 points ``(n, max_len, 5)`` drawn step by step; the first ``lengths[i]`` points of row
+    ``i`` are not drawn but taken from ``given`` (a prefix the decoder is primed with)."""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    rng = np.random.default_rng(seed)
     cell = model.get_layer("decoder").cell
     num_mixture = (model.get_layer("mdn_head").units - 3) // 6
-    conditional = _is_conditional(model)
-    if conditional != (z is not None) or (not conditional and n is None):
-        raise ValueError("a conditional model decodes codes z; an unconditional one decodes n sketches")
     if z is not None:
-        z = np.asarray(z, dtype=np.float32)
-        n = len(z)
         state = ops.convert_to_numpy(ops.cast(model.get_layer("init_state")(z), "float32"))
         h, c = np.split(state, 2, axis=-1)
     else:
@@ -135,10 +120,80 @@ def decode(model, z=None, n=None, temperature=1.0, seed=0, scale=1.0):
         head_output, h, c = step.predict_on_batch([inputs, h, c])
         params = lw.losses.split_mdn_params(head_output, num_mixture)
         previous = _draw_points({k: ops.convert_to_numpy(v) for k, v in params.items()}, temperature, rng)
+        if given is not None:
+            primed = t < lengths
+            previous[primed] = given[primed, t]
         points[:, t] = previous
         if points[:, : t + 1, 4].any(axis=1).all():
             break
+    return points
+
+
+def _codes(model, z, n):
+    """``z`` as float32 codes, checked against the model: conditional models decode codes, others ``n``."""
+    conditional = _is_conditional(model)
+    if conditional != (z is not None) or (not conditional and n is None):
+        raise ValueError("a conditional model decodes codes z; an unconditional one decodes n sketches")
+    return None if z is None else np.asarray(z, dtype=np.float32)
+
+
+def decode(model, z=None, n=None, temperature=1.0, seed=0, scale=1.0):
+    """Draw sketches from the decoder: one per row of ``z`` (conditional models) or ``n`` (unconditional).
+
+    ``seed`` (an int or a ``numpy.random.Generator``) drives the mixture and pen sampling.
+    Returns a list of stroke-3 float32 arrays ending with pen-up, offsets multiplied by ``scale``.
+
+    >>> from sketch_rnn import presets
+    >>> from sketch_rnn.model import build_model
+    >>> model = build_model(presets.get("tiny"))
+    >>> [s.dtype.name for s in decode(model, z=np.zeros((2, 4), "float32"), seed=1)]
+    ['float32', 'float32']
+    """
+    z = _codes(model, z, n)
+    n = n if z is None else len(z)
+    points = _decode_points(model, z, n, temperature, np.random.default_rng(seed))
     return [_to_sketch(p, scale) for p in points]
+
+
+def complete(model, prefixes, temperature=1.0, seed=0, scale=1.0, z=None):
+    """Finish each sketch of ``prefixes`` (stroke-3, data units): the decoder is primed with the
+    prefix's points, fed one by one as in training, then draws the rest.
+
+    A conditional model decodes from ``z`` (one code a prefix), by default the encoding of the
+    prefixes (:func:`encode`). Each sketch returned starts with its prefix exactly (the same
+    values) and ends with pen-up; when the model ends the sketch at once after a prefix whose
+    pen is down, a pen-up point ``(0, 0, 1)`` is appended. Prefixes and completions together hold
+    at most ``max_seq_len`` points (a longer prefix is an error).
+
+    >>> from sketch_rnn import presets
+    >>> from sketch_rnn.model import build_model
+    >>> prefix = np.array([[1.0, 2.0, 0.0], [3.0, 4.0, 0.0]], "float32")
+    >>> [done] = complete(build_model(presets.get("tiny")), [prefix], seed=0)
+    >>> bool((done[:2] == prefix).all()), float(done[-1, 2])
+    (True, 1.0)
+    """
+    max_len = _max_len(model)
+    prefixes = [np.asarray(p, dtype=np.float32) for p in prefixes]
+    if any(p.ndim != 2 or p.shape[1] != 3 for p in prefixes):
+        raise ValueError("prefixes is a list of stroke-3 arrays of shape (k, 3); wrap a single prefix in a list")
+    long = [i for i, p in enumerate(prefixes) if len(p) > max_len]
+    if long:
+        raise ValueError(f"prefix {long[0]} has {len(prefixes[long[0]])} points, more than the model's "
+                         f"max_seq_len={max_len}; cut it shorter")
+    if z is None and _is_conditional(model):
+        z = encode(model, prefixes, scale=scale)
+    z = _codes(model, z, len(prefixes))
+    lengths = np.array([len(p) for p in prefixes])
+    given = np.stack([data.to_stroke5(p, max_len)[:max_len] for p in data.normalize(prefixes, scale)])
+    points = _decode_points(model, z, len(prefixes), temperature, np.random.default_rng(seed), given, lengths)
+    completed = []
+    for prefix, n, p in zip(prefixes, lengths, points):
+        rest = data.to_stroke3(p[n:])
+        rest[:, :2] *= scale
+        if not len(rest) and (not n or prefix[-1, 2] == 0):
+            rest = np.array([[0, 0, 1]], dtype=np.float32)
+        completed.append(np.concatenate([prefix, rest]))
+    return completed
 
 
 def sample(model, n, temperature=1.0, seed=0, scale=1.0):
