@@ -6,6 +6,8 @@
 True
 """
 
+import math
+
 import keras
 
 # The output mask Keras attaches to a tensor (Embedding(mask_zero=True), Masking): `Loss.__call__`
@@ -18,6 +20,7 @@ from keras.src.losses.loss import scale_loss_for_distribution  # noqa: F401
 # A loss identifier resolved exactly as `compile(loss=...)` resolves it ("crossentropy" picks
 # binary, categorical or sparse from the shapes; a function is wrapped in a `Loss`, which applies
 # the output mask and sample weights).
+from keras.src.losses.losses import LossFunctionWrapper
 from keras.src.trainers.compile_utils import MetricsList
 from keras.src.trainers.compile_utils import get_loss as resolve_loss  # noqa: F401
 
@@ -43,12 +46,27 @@ def keras_loss_value(loss, y_true, y_pred, sample_weight):
     a copy; and a mean-reduced Keras loss is divided by the number of replicas, which is undone
     here because the objective scales its total once.
     """
+    if sample_weight is None and get_keras_mask(y_pred) is None and _plain_mean(loss):
+        # What `Loss.__call__` computes without weights or mask, minus its per-step overhead
+        # (a name scope, the weighting helpers): the same sum divided by the same count.
+        values = loss.call(
+            keras.ops.convert_to_tensor(y_true, dtype=loss.dtype),
+            keras.ops.convert_to_tensor(y_pred, dtype=loss.dtype),
+        )
+        count = math.prod(values.shape) if None not in values.shape else None
+        if count and get_keras_mask(values) is None:
+            return keras.ops.sum(values) / count
     if sample_weight is not None and get_keras_mask(y_pred) is not None:
         sample_weight = keras.ops.copy(sample_weight)
     value = loss(y_true, y_pred, sample_weight=sample_weight)
     if loss.reduction in ("sum_over_batch_size", "mean", "mean_with_sample_weight"):
         value = unscale_loss_for_distribution(value)
     return value
+
+
+def _plain_mean(loss):
+    """A loss function wrapped as `compile` wraps a loss name, reduced by the mean."""
+    return isinstance(loss, LossFunctionWrapper) and loss.reduction == "sum_over_batch_size"
 
 
 #: The trainer method that builds a model's state symbolically before `fit`/`evaluate`; lw models

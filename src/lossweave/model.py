@@ -180,7 +180,9 @@ class Model(keras.Model):
         # The counters travel with the taps: on JAX, compute_metrics cannot read model variables.
         # Copies: on TF and torch `.value` is live and compute_loss advances the step before
         # compute_metrics runs; both must see the step this batch trained at.
-        counters = {"step": ops.copy(self.step.value), "epoch": ops.copy(self.epoch.value)}
+        # Without lw metrics nothing reads them after the step advances: no copies to make.
+        copy = ops.copy if self._lw.metrics else (lambda value: value)
+        counters = {"step": copy(self.step.value), "epoch": copy(self.epoch.value)}
         return taps_module.Tapped(outputs, dict(taps, **counters))
 
     def _split(self, y_pred):

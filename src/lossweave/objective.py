@@ -304,11 +304,14 @@ class Objective:
         total = None
         for name, term in self.terms.items():
             value = term.value(tensors)
-            weight = ops.cast(term.weight(step), "float32")
             logged[name] = value
-            if not getattr(term.weight, "is_constant", False):
+            if getattr(term.weight, "is_constant", False):  # no tensor to build for a constant
+                weight = term.weight.value
+                weighted = value if weight == 1.0 else value * weight
+            else:
+                weight = ops.cast(term.weight(step), "float32")
                 logged[f"{name}_weight"] = weight
-            weighted = weight * value
+                weighted = weight * value
             total = weighted if total is None else total + weighted
         return total, logged
 

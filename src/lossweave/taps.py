@@ -186,6 +186,14 @@ class Tap(keras.layers.Layer):
         super().__init__(**kwargs)
         self.tap_name = check_name(tap_name)
         self.supports_masking = True
+        self.built = True  # no weights
+
+    def __call__(self, inputs, *args, **kwargs):
+        # A concrete tensor needs none of Layer.__call__'s work (building, casting, masks: the
+        # tensor, its mask included, is returned as it is); symbolic calls go through Keras.
+        if args or set(kwargs) - {"training"} or isinstance(inputs, keras.KerasTensor):
+            return super().__call__(inputs, *args, **kwargs)
+        return tap(self.tap_name, inputs)
 
     def call(self, inputs):
         return tap(self.tap_name, inputs)
