@@ -121,7 +121,6 @@ __all__ = [
     "forget_compiled",
     "get_keras_mask",
     "keras_loss_value",
-    "keras",
     "resolve_loss",
     "scale_loss_for_distribution",
 ]

@@ -81,12 +81,6 @@ def stepping(model, training: bool):
         _local.step = previous
 
 
-def in_step(model) -> bool:
-    """Whether this thread is inside `model`'s own train or test step."""
-    step = _current()
-    return step is not None and step.model is model
-
-
 def training(model) -> bool:
     """True inside `model`'s own train step, False in its test step and everywhere else."""
     step = _current()
