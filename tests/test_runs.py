@@ -87,6 +87,11 @@ def test_a_run_resumed_mid_epoch_writes_the_history_of_a_run_never_stopped(tmp_p
         np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
+def test_pace_prints_the_seconds_a_step_and_the_time_left_after_each_epoch(capsys):
+    fit(tiny_model(), [runs.Pace(target=8)], steps=4)
+    assert re.fullmatch(r"step 4 of 8: [0-9.e-]+ s a step, about [0-9.]+ (s|min) to go\n", capsys.readouterr().out)
+
+
 def test_backups_alternate_between_two_weight_files(tmp_path):
     fit(tiny_model(), [checkpoints(tmp_path, backup_every=1)], steps=2, epochs=2)
     assert sorted(p.name for p in (tmp_path / "backup").iterdir()) == ["model-0.keras", "model-1.keras", "state.json"]

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 from matplotlib.image import imread
 
 import lossweave as lw
-from sketch_rnn import data, render
+from sketch_rnn import cli, data, render, runs
 from sketch_rnn.cli import main
 from sketch_rnn.model import HParams, kl_weight
 
@@ -55,10 +56,14 @@ def test_train_writes_model_config_history_and_pictures(run, capsys):
     assert int(keras.ops.convert_to_numpy(model.step.value)) == 4
 
 
-def test_resume_continues_step_count_and_kl_schedule(run, tmp_path):
+def test_resume_continues_step_count_and_kl_schedule(run, tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(run, out)
     main(["train", "--out", str(out), "--steps", "4"])
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith(f"{out}: resuming its finished run for --steps 4 more, starting at step 4 of 8: 4 steps")
+    lines = (out / "history.csv").read_text().splitlines()[1:]
+    assert [line.split(",")[:2] for line in lines] == [["2", "1"], ["4", "2"], ["6", "3"], ["8", "4"]]
     rows = history(out)
     assert [row["step"] for row in rows] == [2, 4, 6, 8]
     assert [row["epoch"] for row in rows] == [1, 2, 3, 4]
@@ -68,6 +73,36 @@ def test_resume_continues_step_count_and_kl_schedule(run, tmp_path):
         np.testing.assert_allclose(row["kl_weight"], expected, rtol=1e-5)
     model = keras.models.load_model(out / "model.keras")
     assert int(keras.ops.convert_to_numpy(model.step.value)) == 8
+
+
+def test_a_finished_run_says_so_on_its_first_line_and_trains_nothing(run, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(run, out)
+    main(["train", "--out", str(out)])
+    output = capsys.readouterr()
+    assert output.out.splitlines()[0] == (
+        f"{out}: holds a run finished at step 4, starting at step 4 of 4: nothing to train, its pictures are "
+        "redrawn (--steps N trains N more steps; another --out starts a new run)")
+    assert len(history(out)) == 2
+    # The synthetic set has sketches longer than the tiny preset's 12 points.
+    assert re.search(r"warning: \d+ sketches \(\d+ train, \d+ valid, \d+ test\) have more than max_seq_len=12 "
+                     r"points and are left out; a new run with --set max_seq_len=N", output.err)
+
+
+def test_a_new_run_states_its_step_budget_and_how_long_it_takes():
+    config = {"preset": "paper", "target": 10_000_000}
+    assert cli._first_line("runs/x", config, runs.RestorePoint(0, 0, {}), new=True, more=None) == (
+        "runs/x: a new 'paper' run, starting at step 0 of 10,000,000: 10,000,000 steps, about 290 days at "
+        "~2.5 s a step (the paper preset on the 2-core CPU of benchmarks/RESULTS.md) "
+        "(the preset's num_steps; --steps N for another budget)")
+
+
+@pytest.mark.skipif(keras.backend.backend() == "tensorflow", reason="TensorFlow's own logs are kept on its backend")
+def test_tensorflow_log_lines_are_kept_off_on_other_backends():
+    script = "from sketch_rnn import cli\ncli._quiet_tensorflow()\nimport tensorflow"
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "cpu_feature_guard" not in done.stderr and "absl" not in done.stderr, done.stderr
 
 
 def test_a_stopped_run_is_finished_before_it_is_given_more_steps(run, tmp_path, capsys):
@@ -118,6 +153,9 @@ def test_interpolate_writes_a_strip(run):
 def test_unconditional_run_trains_and_samples_but_has_no_encoder(tmp_path, capsys):
     out = tmp_path / "run"
     main(TRAIN + ["--unconditional", "--out", str(out)])
+    output = capsys.readouterr().out
+    assert output.startswith(f"{out}: a new 'tiny' run, starting at step 0 of 4: 4 steps (the preset's num_steps")
+    assert re.search(r"^step 4 of 4: [0-9.e-]+ s a step, about 0 s to go$", output, re.MULTILINE)
     assert json.loads((out / "config.json").read_text())["hparams"]["conditional"] is False
     rows = history(out)
     assert {"offset", "pen", "val_offset"} <= set(rows[0]) and "kl" not in rows[0]
@@ -242,8 +280,8 @@ def test_killed_then_interrupted_run_resumes_to_its_target_with_an_unbroken_hist
     interrupted = backup_state(out)
     output = capsys.readouterr()
     assert exit_info.value.code == 130 and f"starting at step {killed['step']} of 18" in output.out.splitlines()[0]
-    assert output.err == (f"sketch-rnn: interrupted at step {interrupted['step']}, backup saved; "
-                          f"resume with `sketch-rnn train --out {out}`\n")
+    assert output.err.endswith(f"sketch-rnn: interrupted at step {interrupted['step']}, backup saved; "
+                               f"resume with `sketch-rnn train --out {out}`\n")
 
     # Resumed again: on to step 18, a history row every 6 steps, the schedules continued.
     monkeypatch.undo()

@@ -35,6 +35,7 @@ parts above the completed sketches, the kept part drawn in red.
 import argparse
 import dataclasses
 import itertools
+import os
 import sys
 from pathlib import Path
 
@@ -118,6 +119,39 @@ def _interpolation(model, pair, steps, temperature, seed, scale):
 # --- train ---------------------------------------------------------------------------------------
 
 
+def _budget(config, steps_left):
+    """``N steps, about T at S s a step (...)`` for a run of ``config`` with ``steps_left`` to go."""
+    seconds = presets.SECONDS_PER_STEP.get(config["preset"])
+    if seconds is None:
+        return f"{steps_left:,} steps"
+    return (f"{steps_left:,} steps, about {runs.duration(seconds * steps_left)} at ~{seconds:g} s a step "
+            f"(the {config['preset']} preset on the 2-core CPU of benchmarks/RESULTS.md)")
+
+
+def _first_line(out, config, point, new, more):
+    """What ``train`` is about to do to ``out``: start, resume, go on by ``--steps``, or nothing."""
+    where = f"starting at step {point.step} of {config['target']:,}"
+    left = config["target"] - point.step
+    if new:
+        default = " (the preset's num_steps; --steps N for another budget)" if more is None else ""
+        return f"{out}: a new {config['preset']!r} run, {where}: {_budget(config, left)}{default}"
+    if more is not None:
+        return f"{out}: resuming its finished run for --steps {more:,} more, {where}: {_budget(config, left)}"
+    if left:
+        return f"{out}: resuming its stopped run from its backup, {where}: {_budget(config, left)} to go"
+    return (f"{out}: holds a run finished at step {point.step:,}, {where}: nothing to train, its pictures are "
+            f"redrawn (--steps N trains N more steps; another --out starts a new run)")
+
+
+def _warn_dropped(sketches, max_len):
+    dropped = sketches.dropped
+    if sum(dropped.values()):
+        counts = ", ".join(f"{count} {split}" for split, count in dropped.items())
+        print(f"warning: {sum(dropped.values())} sketches ({counts}) have more than max_seq_len={max_len} points "
+              f"and are left out; a new run with --set max_seq_len=N keeps those of up to N points",
+              file=sys.stderr, flush=True)
+
+
 def _check_same_run(args, config, out):
     """Refuse arguments that would change the run held in ``out``."""
     if args.set:
@@ -181,10 +215,13 @@ def _setup(args):
 
 
 def train(args):
+    new = not (Path(args.out) / "config.json").exists()
     config, model, point, rows, sketches = _setup(args)
     out = Path(args.out)
     hps = HParams(**config["hparams"])
-    print(f"{sketches!r}, scale {config['scale']:.4g}; starting at step {point.step} of {config['target']}")
+    print(_first_line(out, config, point, new, args.steps), flush=True)
+    print(f"data: {sketches!r}, scale {config['scale']:.4g}")
+    _warn_dropped(sketches, hps.max_seq_len)
     train_set = data.normalize(sketches.train, config["scale"])
     batches = data.StrokeBatches(train_set, hps.batch_size, hps.max_seq_len, np.random.default_rng(config["seed"]),
                                  augment=hps.augment)
@@ -205,7 +242,7 @@ def train(args):
                 validation_data=validation,
                 validation_batch_size=hps.batch_size,
                 shuffle=False,  # the batches are shuffled already
-                callbacks=[checkpoints],
+                callbacks=[checkpoints, runs.Pace(config["target"])],
                 verbose=1 if sys.stdout.isatty() else 2,
             )
             step, epoch = step + length * count, epoch + count
@@ -359,6 +396,17 @@ def _parser():
     return parser
 
 
+def _quiet_tensorflow():
+    """Keep TensorFlow's C++ log lines (CPU features, oneDNN) off on the other backends.
+
+    Keras imports TensorFlow wherever it is installed, whatever the backend: ``model.save``'s
+    serializer checks for ``tf.TensorShape`` and ``keras.utils.set_random_seed`` seeds it. A
+    ``TF_CPP_MIN_LOG_LEVEL`` already set is left as it is.
+    """
+    if keras.backend.backend() != "tensorflow":
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
 def main(argv=None):
     """Run the ``sketch-rnn`` command with ``argv`` (default: the command line).
 
@@ -371,6 +419,7 @@ def main(argv=None):
     ...
     SystemExit: 2
     """
+    _quiet_tensorflow()
     parser = _parser()
     args = parser.parse_args(argv)
     try:

@@ -4,6 +4,8 @@
 ['demo', 'paper', 'small', 'tiny']
 >>> get("small").dec_rnn_size
 256
+>>> SECONDS_PER_STEP["paper"]
+2.5
 """
 
 from sketch_rnn.model import HParams
@@ -47,6 +49,12 @@ PRESETS = {
         steps_per_epoch=2,
     ),
 }
+
+
+#: Seconds a training step of each preset takes on the 2-core CPU of ``benchmarks/RESULTS.md``
+#: (paper 2.5-3.3 and small 0.64-1.4 by backend, recurrent dropout on; demo: ~2000 steps in
+#: 3-4 minutes, validation included), for the estimate ``sketch-rnn train`` prints at its start.
+SECONDS_PER_STEP = {"paper": 2.5, "small": 0.9, "demo": 0.1}
 
 
 def get(name):

@@ -33,6 +33,7 @@ import json
 import math
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -218,8 +219,9 @@ def write_history(rows: list[dict], path: str | Path) -> None:
 
 
 def plot_history(rows: list[dict], path: str | Path) -> None:
-    """Every term (train solid, validation dashed) and the KL weight, against the step, as a PNG
-    file; a point an epoch, marked, so that a run of one epoch shows too.
+    """The loss (the weighted sum of the terms, in black) and every term unweighted (train solid,
+    validation dashed), and the KL weight and learning rate, against the step, as a PNG file; a
+    point an epoch, marked, so that a run of one epoch shows too.
 
     >>> import tempfile
     >>> path = Path(tempfile.mkdtemp()) / "losses.png"
@@ -234,11 +236,12 @@ def plot_history(rows: list[dict], path: str | Path) -> None:
     steps = [row["step"] for row in rows]
     for name in ("loss", "offset", "pen", "kl"):
         if name in rows[0]:
-            (line,) = terms.plot(steps, [row[name] for row in rows], ".-", label=name)
+            style = {"color": "black", "label": "loss (weighted sum)"} if name == "loss" else {"label": name}
+            (line,) = terms.plot(steps, [row[name] for row in rows], ".-", **style)
             if f"val_{name}" in rows[0]:
                 terms.plot(steps, [row.get(f"val_{name}", math.nan) for row in rows], "x--",
                            color=line.get_color(), label=f"val_{name}")
-    terms.set(xlabel="step", title="terms (unweighted)")
+    terms.set(xlabel="step", title="loss (the weighted sum) and its terms (unweighted)")
     terms.legend(fontsize=8)
     for name in ("kl_weight", "lr"):
         if name in rows[0]:
@@ -368,6 +371,46 @@ def epochs_left(step: int, epoch_start: int, target: int, epoch_steps: int) -> l
     ends = [min(end, target) for end in ends if min(end, target) > step]
     lengths = np.diff([step, *ends]).tolist()
     return [(length, len(list(group))) for length, group in itertools.groupby(lengths)]
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` in words, to two significant digits: seconds, minutes, hours or days.
+
+    >>> duration(42), duration(200), duration(2.5 * 10_000_000)
+    ('42 s', '3.3 min', '290 days')
+    """
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{float(f'{seconds / size:.2g}'):g} {unit}"
+    return f"{float(f'{seconds:.2g}'):g} s"
+
+
+class Pace(keras.callbacks.Callback):
+    """After every epoch, one line: the step, the seconds a step measured in that epoch (its
+    validation included, the first step, which compiles, left out) and the time left to ``target``.
+
+    >>> Pace(target=10).target
+    10
+    """
+
+    def __init__(self, target: int):
+        super().__init__()
+        self.target = target
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started, self.steps = None, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.started is None:
+            self.started = time.monotonic()
+        else:
+            self.steps += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.steps:
+            step, rate = _step_of(self.model), (time.monotonic() - self.started) / self.steps
+            print(f"step {step} of {self.target}: {rate:.3g} s a step, about "
+                  f"{duration(rate * (self.target - step))} to go", flush=True)
 
 
 class Checkpoints(keras.callbacks.Callback):
