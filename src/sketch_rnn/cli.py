@@ -9,6 +9,7 @@
     sketch-rnn reconstruct --out runs/demo
     sketch-rnn complete --out runs/demo --n 8 --keep 0.5
     sketch-rnn interpolate --out runs/demo
+    sketch-rnn serve --out runs/demo --port 8000
 
 ``train`` writes into its ``--out`` folder (``sketch_rnn.runs``), each file atomically:
 ``config.json`` (hyperparameters, data scale factor, data spec, classes, seed, target step),
@@ -311,6 +312,15 @@ def interpolate(args):
     _write_sketches(strip, Path(args.out) / "interpolate", lambda f: render.strip(strip, f / "strip.png"))
 
 
+def serve(args):
+    try:
+        from sketch_rnn import serve as server
+    except ImportError as error:
+        raise ValueError(f"serve needs the web stack ({error}): pip install 'lossweave[serve]'") from None
+    config, model = _load_run(Path(args.out))
+    server.serve(model, config, host=args.host, port=args.port, name=args.out)
+
+
 # --- arguments -----------------------------------------------------------------------------------
 
 
@@ -384,6 +394,12 @@ def _parser():
                          help="indices of the two sketches in the split (default: the first of two classes)")
     between.add_argument("--n", type=_positive(int), default=8, help="sketches decoded between the two")
     between.set_defaults(run=interpolate)
+
+    web = commands.add_parser("serve", help="a page where you draw and the model finishes the drawing, and its API")
+    web.add_argument("--out", required=True, help="the run folder")
+    web.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000; 0: any free one)")
+    web.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    web.set_defaults(run=serve)
 
     for command in (fit, draw, rebuild, finish, between):
         command.add_argument("--out", required=True, help="the run folder")
