@@ -1,14 +1,18 @@
 """How a metric aggregates over an epoch, declared once per kind (torchmetrics' `add_state` style).
 
 Each kind names its state variables and how each absorbs a batch (`"sum"`, `"max"`, `"min"`,
-`"last"`), what one batch contributes, and how the result follows from the state. So the value
-after N batches equals the value computed once on the concatenated data.
+`"last"`, declared in `COMBINE` with the matching cross-replica reduction), what one batch
+contributes, and how the result follows from the state. So the value after N batches equals the
+value computed once on the concatenated data, on one device or on several.
 
 >>> sorted(AGGREGATIONS)
 ['last', 'masked_mean', 'max', 'mean', 'min', 'ratio', 'sum']
+>>> {state: COMBINE[how].across_replicas for state, how in AGGREGATIONS["max"].states.items()}
+{'value': 'max'}
 """
 
 import math
+from typing import Callable, NamedTuple
 
 from keras import ops
 
@@ -101,12 +105,28 @@ def _ratio_of(numerator, denominator):
 
 # -- the declarations ----------------------------------------------------------------------------
 
-#: How a state variable combines the batches: `(initial value, combine(state, batch_statistic))`.
+class Combine(NamedTuple):
+    """How a state variable absorbs each batch's statistic, on one device and across replicas.
+
+    `initial` is the state before the first batch and `local(state, batch)` the state after one.
+    `across_replicas` is how the replicas' statistics of one data-parallel step combine into the
+    statistic of the global batch (`"sum"`, `"max"` or `"min"`), so that the state after an epoch
+    equals the one-device state on the same data.
+    """
+
+    initial: float
+    local: Callable
+    across_replicas: str
+
+
+#: How each kind of state variable combines the batches (`Combine`). `"last"` keeps the latest
+#: step's statistic; across replicas the latest step is the sum of the replicas' latest
+#: sub-batches (a `"last"` mean keeps its total and count), so it sums.
 COMBINE = {
-    "sum": (0.0, lambda state, batch: state + batch),
-    "max": (-math.inf, ops.maximum),
-    "min": (math.inf, ops.minimum),
-    "last": (0.0, lambda state, batch: batch),
+    "sum": Combine(0.0, lambda state, batch: state + batch, "sum"),
+    "max": Combine(-math.inf, ops.maximum, "max"),
+    "min": Combine(math.inf, ops.minimum, "min"),
+    "last": Combine(0.0, lambda state, batch: batch, "sum"),
 }
 
 

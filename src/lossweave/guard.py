@@ -81,7 +81,7 @@ class NonFiniteGuard(keras.callbacks.Callback):
         self._train, self._test = _InOrder(), _InOrder()
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._first_step = int(keras.ops.convert_to_numpy(self.model.step.value))
+        self._first_step = int(keras.ops.convert_to_numpy(self.model.step))
 
     def on_train_batch_begin(self, batch, logs=None):
         self._train.begin(batch)

@@ -26,6 +26,7 @@ from keras import ops
 from lossweave.aggregations import AGGREGATIONS, COMBINE
 from lossweave.composed import Arithmetic, ComposedMetric
 from lossweave.injection import Injector
+from lossweave.replicas import reduce_across_replicas
 from lossweave.serialization import deserialize_function, serialize_function
 from lossweave.step import for_output
 from lossweave.trackers import DIRECTIONS
@@ -93,14 +94,18 @@ class InjectedMetric(Arithmetic, keras.metrics.Metric):
         self._resolved_for = None
         self._key = next(_KEYS)  # copies share it, so an expression updates each metric once
         self._aggregation = AGGREGATIONS[aggregation]
+        self._combine = {state: COMBINE[how] for state, how in self._aggregation.states.items()}
         self._state = {
             state: self.add_variable(
                 shape=(),
-                initializer=keras.initializers.Constant(COMBINE[combine][0]),
+                initializer=keras.initializers.Constant(combine.initial),
                 dtype="float32",
+                # A summed state is summed when read across replicas; any other is reduced
+                # across replicas at every step, so every replica holds the global value.
+                aggregation="sum" if combine.across_replicas == "sum" else "only_first_replica",
                 name=state,
             )
-            for state, combine in self._aggregation.states.items()
+            for state, combine in self._combine.items()
         }
 
     @property
@@ -126,8 +131,10 @@ class InjectedMetric(Arithmetic, keras.metrics.Metric):
             value = _float(value)
         batch = self._aggregation.batch(value, tensors, self._owner)
         for state, variable in self._state.items():
-            combine = COMBINE[self._aggregation.states[state]][1]
-            variable.assign(combine(variable, ops.stop_gradient(_float(batch[state]))))
+            combine = self._combine[state]
+            statistic = reduce_across_replicas(ops.stop_gradient(_float(batch[state])),
+                                               combine.across_replicas)
+            variable.assign(combine.local(variable, statistic))
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         """Keras's protocol (a plain `keras.Model`): only `y_true, y_pred, sample_weight` exist."""
@@ -144,8 +151,7 @@ class InjectedMetric(Arithmetic, keras.metrics.Metric):
 
     def reset_state(self):
         for state, variable in self._state.items():
-            initial = COMBINE[self._aggregation.states[state]][0]
-            variable.assign(ops.full((), initial, dtype="float32"))
+            variable.assign(ops.full((), self._combine[state].initial, dtype="float32"))
 
     def result(self):
         return self._aggregation.result({k: _float(v) for k, v in self._state.items()})

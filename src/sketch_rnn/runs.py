@@ -79,7 +79,7 @@ _EDITED = "it was edited or cut short: put back a good copy, or train into a new
 
 
 def _step_of(model):
-    return int(keras.ops.convert_to_numpy(model.step.value))
+    return int(keras.ops.convert_to_numpy(model.step))
 
 
 # --- config.json ---------------------------------------------------------------------------------
