@@ -100,3 +100,32 @@ def test_a_masked_keras_loss_leaves_the_sample_weight_alone():
     loss(ops.zeros((2, 3, 1)), y_pred, sample_weight=sample_weight)
     changed = not np.array_equal(ops.convert_to_numpy(sample_weight), np.ones((2, 3)))
     assert changed == (keras.backend.backend() == "torch")
+
+
+def test_a_built_subclassed_model_is_locked_until_unlocked_state():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(1)
+
+        def call(self, x):
+            return self.dense(x)
+
+    net = Net()
+    net(np.ones((1, 2)))
+    try:
+        net.add_weight(shape=(), name="extra")
+        raise AssertionError("Keras no longer locks a built model's state")
+    except ValueError:
+        pass
+    with _keras.unlocked_state(net):
+        net.add_weight(shape=(), name="extra")
+    assert net._tracker.locked and "extra" in [v.name for v in net.weights]
+
+
+def test_the_trainer_internals_the_per_term_train_steps_call_exist():
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    model.compile(loss="mse")
+    for name in _keras.TRAIN_STEP_INTERNALS[keras.backend.backend()]:
+        assert hasattr(model, name), name

@@ -2,10 +2,10 @@
 
 >>> import lossweave as lw
 >>> sorted(name for name in lw.__all__ if not name.startswith("_"))
-['Model', 'NonFiniteTermError', 'Objective', 'Sequential', 'Tap', 'Term', 'losses', 'metric', 'schedules', 'tap']
+['Model', 'NonFiniteTermError', 'Objective', 'Sequential', 'Tap', 'Term', 'balancers', 'diagnostics', 'losses', 'metric', 'schedules', 'tap']
 """
 
-from lossweave import losses, schedules
+from lossweave import balancers, diagnostics, losses, schedules
 from lossweave.guard import NonFiniteTermError
 from lossweave.metrics import metric
 from lossweave.model import Model, Sequential
@@ -19,6 +19,8 @@ __all__ = [
     "Sequential",
     "Tap",
     "Term",
+    "balancers",
+    "diagnostics",
     "losses",
     "metric",
     "schedules",

@@ -6,6 +6,7 @@
 True
 """
 
+import contextlib
 import math
 
 import keras
@@ -91,6 +92,29 @@ def flatten_layers(model):
     return model._flatten_layers(include_self=False, recursive=True)
 
 
+@contextlib.contextmanager
+def unlocked_state(layer):
+    """Lets `compile` add a balancer's variables to a built model: Keras locks the state of a
+    built layer (`Layer._lock_state`; functional and Sequential models stay unlocked)."""
+    locked = layer._tracker.locked
+    layer._tracker.unlock()
+    try:
+        yield
+    finally:
+        if locked:
+            layer._tracker.lock()
+
+
+#: What `lossweave._gradients` calls on a model, as Keras's own backend train steps do
+#: (`keras/src/backend/{jax,tensorflow,torch}/trainer.py`): there is no public way to compute
+#: a step's loss and update the loss tracker as `fit` does.
+TRAIN_STEP_INTERNALS = {
+    "jax": ("compute_loss_and_updates", "_update_metrics_variables"),
+    "tensorflow": ("_call_has_training_arg", "_compute_loss", "_loss_tracker"),
+    "torch": ("_call_has_training_arg", "_compute_loss", "_loss_tracker"),
+}
+
+
 class MetricGroup(MetricsList):
     """Metrics grouped so that Keras callbacks in `mode="auto"` find them by name.
 
@@ -117,10 +141,12 @@ __all__ = [
     "MetricGroup",
     "RUN_THROUGH_GRAPH",
     "SYMBOLIC_BUILD",
+    "TRAIN_STEP_INTERNALS",
     "flatten_layers",
     "forget_compiled",
     "get_keras_mask",
     "keras_loss_value",
     "resolve_loss",
     "scale_loss_for_distribution",
+    "unlocked_state",
 ]

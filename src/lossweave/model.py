@@ -36,13 +36,17 @@ import keras
 from keras import ops
 
 from lossweave import taps as taps_module
+from lossweave._gradients import Stash
+from lossweave._gradients import train_step as per_term_train_step
 from lossweave._keras import (
     Functional,
     MetricGroup,
     flatten_layers,
     forget_compiled,
     scale_loss_for_distribution,
+    unlocked_state,
 )
+from lossweave.diagnostics import GradientLog
 from lossweave.guard import NonFiniteGuard
 from lossweave.objective import Objective
 from lossweave.step import INJECTABLE, output_keys, step_tensors
@@ -63,6 +67,25 @@ class _Compiled:
         self.metric_group = MetricGroup(self.metrics, name="lw_metrics") if metrics else None
         self.check_finite = check_finite
         self.config = config or {}
+        # Balancer and gradient diagnostics (see `Model._setup_gradients`, `lossweave._gradients`).
+        self.balance_state = None  # the balancer's variables of this model
+        self.balanced_index = []  # the positions of the balanced terms in the objective
+        self.balancer = None  # a gradient-based balancer
+        self.diagnostics = None
+        self.gradient_log = None
+        self.stash = None  # what compute_loss leaves for the per-term gradients
+        self.pending = None  # what the diagnostics measured, for compute_metrics to log
+
+    @property
+    def per_term_gradients(self) -> bool:
+        return self.diagnostics is not None or self.balancer is not None
+
+
+class _Owned:
+    """Variables created by `compile` (a balancer's state), by name, kept across recompiles."""
+
+    def __init__(self):
+        self.variables = {}
 
 
 def _is_lw_metric(metric):
@@ -147,6 +170,7 @@ class Model(keras.Model):
 
     def _setup_lossweave(self):
         self._lw = _Compiled()
+        self._lw_owned = _Owned()
         self.step = self._counter("step")
         self.epoch = self._counter("epoch")
 
@@ -193,6 +217,8 @@ class Model(keras.Model):
 
     def train_step(self, *args, **kwargs):
         with taps_module.stepping(self, training=True):
+            if self._lw.per_term_gradients:  # decided once, when the step is traced
+                return per_term_train_step(self, *args, **kwargs)
             return super().train_step(*args, **kwargs)
 
     def test_step(self, *args, **kwargs):
@@ -207,13 +233,19 @@ class Model(keras.Model):
 
     # -- compile ----------------------------------------------------------------------------------
 
-    def compile(self, optimizer="rmsprop", loss=None, metrics=None, check_finite=True, **kwargs):
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, check_finite=True,
+                diagnostics=None, **kwargs):
         """As `keras.Model.compile`; `loss` may be an `lw.Objective`, `metrics` may hold `lw.metric`s.
 
         With `check_finite` (the default), `fit` stops at the first step where a term of the
         objective is NaN or infinite, with an error naming the term(s) and the step.
+        `diagnostics=lw.diagnostics.gradients(every=N)` logs each term's gradient norm and cosine.
         """
         objective = loss if isinstance(loss, Objective) else None
+        if diagnostics is not None and objective is None:
+            raise ValueError(
+                "diagnostics= measures the terms of an objective: pass loss=lw.Objective(...)."
+            )
         if isinstance(metrics, dict):  # per-output Keras metrics, as Keras takes them
             keras_metrics, lw_metrics, names = metrics, [], keras.tree.flatten(metrics)
         else:
@@ -235,7 +267,39 @@ class Model(keras.Model):
             logged = objective.build(available, reserved=reserved, late=late, outputs=outputs)
             trackers = TermTracker(logged)
         config = {"loss": loss, "metrics": metrics, "check_finite": check_finite}
+        if diagnostics is not None:
+            config["diagnostics"] = diagnostics
         self._lw = _Compiled(objective, trackers, lw_metrics, check_finite, config)
+        if objective is not None:
+            self._setup_gradients(objective, diagnostics, reserved | set(logged))
+
+    def _setup_gradients(self, objective, diagnostics, taken):
+        """The balancer's state, and the log of the diagnostics (whose names must be free)."""
+        lw, names = self._lw, list(objective.terms)
+        balancer = objective.balance
+        if balancer is not None:
+            lw.balance_state = balancer.build(self._owned_variable, len(objective.balanced))
+            lw.balanced_index = [names.index(name) for name in objective.balanced]
+            lw.balancer = balancer if balancer.uses_gradients else None
+        if diagnostics is not None:
+            logged = diagnostics.logged_names(names)
+            clashes = sorted(set(logged) & taken)
+            if clashes:
+                raise ValueError(
+                    f"diagnostics log {', '.join(clashes)}, a name already logged. Rename the term."
+                )
+            lw.diagnostics, lw.gradient_log = diagnostics, GradientLog(logged)
+
+    def _owned_variable(self, name, shape, initializer, trainable):
+        """A variable of the model made by `compile`; one of the same name and shape is reused."""
+        variable = self._lw_owned.variables.get(name)
+        if variable is None or tuple(variable.shape) != tuple(shape):
+            with unlocked_state(self):
+                variable = self.add_weight(
+                    shape=shape, initializer=initializer, trainable=trainable, name=name
+                )
+            self._lw_owned.variables[name] = variable
+        return variable
 
     def _declared_output_keys(self):
         """The output keys of a multi-output model when known before it runs, else None."""
@@ -248,6 +312,7 @@ class Model(keras.Model):
         if lw is None or not self.compiled:
             return metrics
         head = [lw.trackers] if lw.trackers is not None else []
+        head += [lw.gradient_log] if lw.gradient_log is not None else []
         tail = [lw.metric_group] if lw.metric_group is not None else []
         return metrics[:1] + head + metrics[1:] + tail
 
@@ -273,8 +338,10 @@ class Model(keras.Model):
             # Under tf.distribute each replica's loss is divided by the number of replicas, as
             # Keras scales its own losses; the trainer unscales it again for the logged `loss`.
             tensors = step_tensors(x, y, outputs, taps, sample_weight, training)
-            total, logged = objective.compute(tensors)
+            total, logged, weighted, values = objective.compute_terms(tensors, self._lw.balance_state)
             self._lw.trackers.update(logged, tensors)
+            if training and self._lw.per_term_gradients:
+                self._lw.stash = Stash(weighted, values, ops.copy(self.step.value))
             for extra in self.losses:  # add_loss() and regularizers, as Keras adds them
                 total = total + ops.cast(ops.sum(extra), total.dtype)
             total = scale_loss_for_distribution(total)
@@ -284,6 +351,9 @@ class Model(keras.Model):
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         outputs, taps = self._split(y_pred)
+        if self._lw.pending is not None:  # measured in this train step (lossweave._gradients)
+            self._lw.gradient_log.update_state(*self._lw.pending)
+            self._lw.pending = None
         if self._lw.metrics:
             training = taps_module.training(self)
             tensors = step_tensors(x, y, outputs, taps, sample_weight, training)
@@ -295,6 +365,9 @@ class Model(keras.Model):
         guards = []
         if self._lw.objective is not None and self._lw.check_finite:
             guards.append(NonFiniteGuard(self._lw.objective.terms))
+        if self._lw.balance_state is not None:  # before the user's: a checkpoint saves its update
+            objective = self._lw.objective
+            guards += objective.balance.callbacks(self._lw.balance_state, objective.balanced)
         callbacks = guards + list(callbacks or []) + [_EpochCounter(self.epoch)]
         return super().fit(*args, callbacks=callbacks, **kwargs)
 

@@ -20,6 +20,7 @@ import keras
 from keras import ops
 
 from lossweave import schedules
+from lossweave.balancers import Balancer
 from lossweave._keras import compute_output_spec, get_keras_mask, keras_loss_value, resolve_loss
 from lossweave.injection import Injector
 from lossweave.serialization import deserialize_function, serialize_function
@@ -252,6 +253,8 @@ class Objective:
 
     Args:
         terms: `{name: term}`; a term is a Keras loss name or object, a function, or a `Term`.
+        balance: an `lw.balancers.*` object that sets the weights of the terms it covers (each
+            logged as `<name>_weight`) or combines their gradients; see `lossweave.balancers`.
 
     >>> objective = Objective({"mse": "mean_squared_error"})
     >>> objective.build(["y_true", "y_pred"], reserved=["mse"])
@@ -260,13 +263,20 @@ class Objective:
     ValueError: Objective term name 'mse' collides with a name Keras already logs (mse). Rename the term.
     """
 
-    def __init__(self, terms: dict):
+    def __init__(self, terms: dict, balance=None):
         if not isinstance(terms, dict) or not terms:
             raise ValueError(
                 "Objective takes a non-empty dict {name: term}, e.g. "
                 "lw.Objective({'mse': 'mean_squared_error'}); got " + repr(terms)
             )
+        if balance is not None and not isinstance(balance, Balancer):
+            raise TypeError(
+                f"Objective(balance=...) takes an lw.balancers object, e.g. "
+                f"lw.balancers.dwa(); got {balance!r}."
+            )
         self.terms = {name: t if isinstance(t, Term) else Term(t) for name, t in terms.items()}
+        self.balance = balance
+        self.balanced = balance.covered(list(self.terms)) if balance is not None else []
 
     def build(self, available, reserved=(), late: bool = False, outputs=None) -> list:
         """Resolves every term's arguments; returns the logged names (terms, then weights).
@@ -280,7 +290,14 @@ class Objective:
                 raise ValueError(f"Objective term names must be identifiers; got {name!r}.")
             term.resolve(name, available, late=late, outputs=outputs)
             logged[name] = name
-            if not getattr(term.weight, "is_constant", False):
+            constant = getattr(term.weight, "is_constant", False)
+            if name in self.balanced and not constant:
+                raise ValueError(
+                    f"Objective term {name!r} has a scheduled weight and is balanced by "
+                    f"{self.balance!r}, which sets its weight. Give it a constant weight, or "
+                    "leave it out of the balancer with terms=[...]."
+                )
+            if not constant or (name in self.balanced and self.balance.weighs):
                 weight_name = f"{name}_weight"
                 if weight_name in self.terms:
                     raise ValueError(
@@ -296,28 +313,63 @@ class Objective:
             )
         return list(logged)
 
-    def compute(self, tensors: dict):
+    def compute(self, tensors: dict, balance_state=None):
         """`(total, logged)` for one step: total = sum of weight * value; `logged` maps every
-        logged name (terms and non-constant weights) to its value."""
+        logged name (terms and non-constant weights) to its value. `balance_state`: the
+        balancer's variables (of the compiled model), when there is a balancer."""
+        total, logged, _, _ = self.compute_terms(tensors, balance_state)
+        return total, logged
+
+    def compute_terms(self, tensors: dict, balance_state=None):
+        """`(total, logged, weighted, values)`: `compute`'s, and each term's weighted
+        contribution to the total and its value, in the order of the terms."""
         step = tensors["step"]
-        logged = {}
-        total = None
+        balanced = self._balanced_weights(balance_state)
+        logged, weighted, values = {}, [], []
         for name, term in self.terms.items():
             value = term.value(tensors)
             logged[name] = value
-            if getattr(term.weight, "is_constant", False):  # no tensor to build for a constant
+            if name in balanced:
+                weight, extra = balanced[name]
+                weight = weight * term.weight.value if term.weight.value != 1.0 else weight
+                logged[f"{name}_weight"] = weight
+                contribution = weight * value if extra is None else weight * value + extra
+            elif getattr(term.weight, "is_constant", False):  # no tensor to build for a constant
                 weight = term.weight.value
-                weighted = value if weight == 1.0 else value * weight
+                contribution = value if weight == 1.0 else value * weight
             else:
                 weight = ops.cast(term.weight(step), "float32")
                 logged[f"{name}_weight"] = weight
-                weighted = weight * value
-            total = weighted if total is None else total + weighted
-        return total, logged
+                contribution = weight * value
+            weighted.append(contribution)
+            values.append(value)
+        total = weighted[0]
+        for contribution in weighted[1:]:
+            total = total + contribution
+        return total, logged, weighted, values
+
+    def _balanced_weights(self, state):
+        """`{name: (weight, extra or None)}` for the terms whose weights the balancer sets."""
+        if self.balance is None or not self.balance.weighs:
+            return {}
+        if state is None:
+            raise ValueError(
+                f"The objective's balancer {self.balance!r} keeps its state in a compiled model: "
+                "compile an lw.Model with this objective and call fit."
+            )
+        weights, extra = self.balance.weights(state), self.balance.extra(state)
+        return {
+            name: (weights[i], None if extra is None else extra[i])
+            for i, name in enumerate(self.balanced)
+        }
 
     def get_config(self):
-        return {"terms": {n: keras.saving.serialize_keras_object(t) for n, t in self.terms.items()}}
+        config = {"terms": {n: keras.saving.serialize_keras_object(t) for n, t in self.terms.items()}}
+        if self.balance is not None:
+            config["balance"] = keras.saving.serialize_keras_object(self.balance)
+        return config
 
     @classmethod
     def from_config(cls, config):
-        return cls({n: keras.saving.deserialize_keras_object(t) for n, t in config["terms"].items()})
+        terms = {n: keras.saving.deserialize_keras_object(t) for n, t in config["terms"].items()}
+        return cls(terms, balance=keras.saving.deserialize_keras_object(config.get("balance")))
