@@ -40,7 +40,6 @@ event loop goes on serving.
 import asyncio
 import json
 import socket
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 
@@ -286,7 +285,8 @@ def listen(host: str, port: int) -> socket.socket:
 
 def serve(model: keras.Model, config: dict, host: str = "127.0.0.1", port: int = 8000, name: str = "") -> None:
     """Serve ``model`` (trained on the data of ``config``) on ``http://host:port/`` until Ctrl-C, the
-    URL printed first; ``name`` (the run folder) is printed with it. What ``sketch-rnn serve`` runs::
+    URL printed first; ``name`` (the run folder) is printed with it. Ctrl-C stops it gracefully
+    and raises ``KeyboardInterrupt`` again (``sketch-rnn`` exits with status 130). What ``sketch-rnn serve`` runs::
 
         serve(runs.load_model("runs/demo"), runs.read_config("runs/demo"), port=8000, name="runs/demo")
     """
@@ -299,4 +299,3 @@ def serve(model: keras.Model, config: dict, host: str = "127.0.0.1", port: int =
     print(f"sketch-rnn serve: {name or 'the model'} ({config['preset']!r}) on http://{url_host}:{port}/ "
           f"listening on {where}; Ctrl-C stops", flush=True)
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
-    print("sketch-rnn serve: stopped", file=sys.stderr, flush=True)

@@ -52,10 +52,11 @@ function drawLines(ctx, lines, color) {
   }
 }
 
-// Stroke-3 rows [dx, dy, pen] -> polylines of absolute points, starting at `origin`.
-function polylines(rows, origin) {
+// Stroke-3 rows [dx, dy, pen] -> polylines of absolute points, starting at `origin` (and from
+// it, if the pen is down there).
+function polylines(rows, origin, penDown = false) {
   const lines = [];
-  let [x, y] = origin, line = [];
+  let [x, y] = origin, line = penDown ? [origin] : [];
   for (const [dx, dy, pen] of rows) {
     x += dx;
     y += dy;
@@ -70,7 +71,7 @@ function drawInk() { drawLines(context(ink), strokes, INK); }
 
 function drawMachine() {
   const ctx = context(machine);
-  if (shown) drawLines(ctx, polylines(shown.rows.slice(0, shown.upto), shown.origin), MACHINE);
+  if (shown) drawLines(ctx, polylines(shown.rows.slice(0, shown.upto), shown.origin, shown.penDown), MACHINE);
 }
 
 function resize() {
@@ -81,8 +82,8 @@ function resize() {
 }
 
 // Draw `rows` from `origin` on the machine layer, a few points a frame; resolves when done.
-function animate(rows, origin) {
-  shown = {rows, origin, upto: 0};
+function animate(rows, origin, penDown) {
+  shown = {rows, origin, penDown, upto: 0};
   const mine = shown, step = Math.max(1, Math.ceil(rows.length / 60));
   return new Promise((resolve) => {
     function frame() {
@@ -120,8 +121,9 @@ const count = (lines) => lines.reduce((n, line) => n + line.length, 0);
 const round = (v) => Math.round(v * 100) / 100;
 
 // A drawing as stroke-3 of at most `budget` points: simplified further until it fits, then (if
-// it still does not) its latest strokes. Returns {rows, origin, end}: `end` is its last point.
-function toStroke3(lines, budget) {
+// it still does not) its latest strokes; the pen lifted after each stroke, but for the last one
+// if `penDown`. Returns {rows, origin, end, simplified}: `end` is its last point.
+function toStroke3(lines, budget, penDown = false) {
   let epsilon = span / 500, simple = lines.map((line) => simplify(line, epsilon));
   while (count(simple) > budget && epsilon < span) {
     epsilon *= 2;
@@ -137,6 +139,7 @@ function toStroke3(lines, budget) {
       previous = point;
     });
   }
+  if (penDown) rows[rows.length - 1][2] = 0;
   return {rows, origin, end: previous, simplified: count(simple) < count(lines)};
 }
 
@@ -167,7 +170,9 @@ function updateButtons() {
 
 function candidates() { return strokes.length ? drawings.concat([strokes]) : drawings; }
 
-// Complete, reconstruct or sample, and animate the answer.
+// Complete, reconstruct or sample, and animate the answer. A drawing is completed from its first
+// third of max_seq_len points at most, its last stroke sent with the pen still down: the model
+// goes on from where the pen is (after a lifted pen, a model trained on one-stroke sketches ends).
 async function run(kind) {
   const mine = ++ticket;
   last = kind;
@@ -177,7 +182,8 @@ async function run(kind) {
   const body = {temperature: temperature(), seed};
   let prefix = null;
   if (kind !== "sample") {
-    prefix = toStroke3(strokes, kind === "complete" ? Math.max(1, Math.floor(info.max_seq_len / 2)) : info.max_seq_len);
+    const complete = kind === "complete";
+    prefix = toStroke3(strokes, complete ? Math.max(1, Math.floor(info.max_seq_len / 3)) : info.max_seq_len, complete);
     body.strokes = prefix.rows;
   }
   setState("waiting", "The model is drawing\u2026");
@@ -187,7 +193,7 @@ async function run(kind) {
     const rows = kind === "complete" ? answer.strokes.slice(prefix.rows.length) : answer.strokes;
     const origin = kind === "complete" ? prefix.end : kind === "reconstruct" ? prefix.origin : centred(rows, span);
     setState("animating");
-    if (!(await animate(rows, origin))) return;
+    if (!(await animate(rows, origin, kind === "complete"))) return;
     const cut = prefix && prefix.simplified ? ` (your drawing was sent as ${prefix.rows.length} points)` : "";
     setState("done", `${kind === "complete" ? "Completed" : kind === "sample" ? "Drawn" : "Reconstructed"}: ` +
       `${rows.length} points by the model, seed ${seed}${cut}. Re-roll for another.`);
