@@ -8,7 +8,8 @@ steps, never whole `fit` calls. Three modes:
 - `steps`: seconds per training step of `sketch_rnn.model.build_model(preset)` (the paper's
   sizes, `--size paper`, or the issue's small ones, `--size small`). `--xla` compiles with
   `jit_compile=True` (TensorFlow's default is no XLA; JAX always compiles, torch runs eagerly);
-  `--precision mixed_bfloat16` runs its recurrent layers in bfloat16.
+  `--precision mixed_bfloat16` runs its recurrent layers in bfloat16; `--dec-model` and
+  `--enc-model` pick the cells (`lstm`, `layer_norm`, `hyper`; as `--set dec_model=...`).
 - `compare`: the same, for two models timed alternately: the plain Keras 3 port of the issue
   (`keras.layers.LSTM`, a masked `Bidirectional` encoder, the decoder fed `concat([stroke, z])`)
   and `build_model` (`sketch_rnn.recurrent.LSTM`, an unmasked encoder reading each sketch to its
@@ -150,7 +151,9 @@ def steps(args, hps, x, y):
     times = [timed_step(model, x, y)[:2] for _ in range(args.repeats)]
     walls, cpus = zip(*times)
     name = keras.backend.backend() + (" XLA" if args.xla else "") + (" bf16" if args.precision != "float32" else "")
-    print(f"{name:14s} {args.size:5s}  s/step: best {min(walls):6.3f}  median {statistics.median(walls):6.3f}  "
+    if (hps.dec_model, hps.enc_model) != ("lstm", "lstm"):
+        name += f" dec={hps.dec_model} enc={hps.enc_model}"
+    print(f"{name:14s} {args.size:5s} dropout {hps.recurrent_dropout:g}  s/step: best {min(walls):6.3f}  median {statistics.median(walls):6.3f}  "
           f"(cpu best {min(cpus):6.3f})   warm-up {warmup:5.1f} s for {args.warmup}   "
           f"[{', '.join(f'{w:.2f}' for w in walls)}]  {load()}", flush=True)
 
@@ -257,8 +260,11 @@ def main():
     parser.add_argument("--recurrent-dropout", type=float, default=None, help="override the preset's")
     parser.add_argument("--precision", choices=["float32", "mixed_bfloat16"], default="float32",
                         help="build_model's precision (the plain Keras 3 port stays float32)")
+    parser.add_argument("--dec-model", choices=sketch_model.DEC_MODELS, default="lstm", help="build_model's decoder cell")
+    parser.add_argument("--enc-model", choices=sketch_model.ENC_MODELS, default="lstm", help="build_model's encoder cell")
     args = parser.parse_args()
-    hps = dataclasses.replace(presets.get(args.size), precision=args.precision)
+    hps = dataclasses.replace(presets.get(args.size), precision=args.precision, dec_model=args.dec_model,
+                              enc_model=args.enc_model)
     if args.recurrent_dropout is not None:
         hps = dataclasses.replace(hps, recurrent_dropout=args.recurrent_dropout)
     x, y = batch(hps)

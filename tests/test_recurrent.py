@@ -277,3 +277,149 @@ def test_saved_model_round_trips_and_weights_load_into_keras_lstm(tmp_path):
     plain = build(keras.layers.LSTM)
     plain.load_weights(tmp_path / "model.weights.h5")
     np.testing.assert_allclose(ops.convert_to_numpy(plain([X, CONDITION])), expected, rtol=1e-5, atol=1e-5)
+
+
+# The reference's layer-norm and hyper cells, against a float64 NumPy step written from the formulas.
+# The cells compute in float32 (Keras 3.15 on torch computes ops.mean and ops.matmul of float64
+# tensors in float32), so they match it to float32's precision.
+TOLERANCE = {"rtol": 2e-5, "atol": 2e-6}
+
+def sigmoid(v):
+    return 1 / (1 + np.exp(-v))
+
+
+def np_layer_norm(v, gamma, beta, epsilon=1e-3):
+    mean = v.mean(axis=-1, keepdims=True)
+    var = ((v - mean) ** 2).mean(axis=-1, keepdims=True)
+    return gamma * (v - mean) / np.sqrt(var + epsilon) + beta
+
+
+def np_lstm_update(gates, c, w, mask):
+    """Gates (i, j, f, o), each block layer-normalised with its own slice of gamma and beta."""
+    units = c.shape[1]
+    i, j, f, o = (np_layer_norm(gates[:, k * units:(k + 1) * units], w["gamma"][k * units:(k + 1) * units],
+                                w["beta"][k * units:(k + 1) * units]) for k in range(4))
+    c = c * sigmoid(f + 1.0) + sigmoid(i) * np.tanh(j) * mask
+    return np.tanh(np_layer_norm(c, w["c_gamma"], w["c_beta"])) * sigmoid(o), c
+
+
+def np_layer_norm_step(x, h, c, w, mask=1.0):
+    return np_lstm_update(x @ w["kernel"] + h @ w["recurrent_kernel"], c, w, mask)
+
+
+def np_hyper_step(x, h, c, hyper_h, hyper_c, w, mask=1.0):
+    hyper_h, hyper_c = np_layer_norm_step(np.concatenate([x, h], axis=1), hyper_h, hyper_c, w["hyper"])
+    size, units = w["scale"].shape[1:]
+
+    def hyper_norm(layer, k, shift):
+        code = hyper_h @ w["scale_embedding"][:, k * size:(k + 1) * size] + w["scale_embedding_bias"][k * size:(k + 1) * size]
+        result = (code @ w["scale"][k]) * layer
+        if shift is not None:
+            result = result + (hyper_h @ w["shift_embedding"][:, shift * size:(shift + 1) * size]) @ w["shift"][shift]
+        return result
+
+    from_x, from_h = x @ w["kernel"], h @ w["recurrent_kernel"]
+    gates = np.concatenate([
+        hyper_norm(from_x[:, k * units:(k + 1) * units], k, None)
+        + hyper_norm(from_h[:, k * units:(k + 1) * units], 4 + k, k)
+        + w["bias"][k * units:(k + 1) * units]
+        for k in range(4)
+    ], axis=1)
+    h, c = np_lstm_update(gates, c, w, mask)
+    return h, c, hyper_h, hyper_c
+
+
+def random_weights(cell, rng):
+    """Every weight of `cell` (and of its hyper cell) set to random values; returned as NumPy by name."""
+    def fill(layer):
+        weights = {}
+        for variable in layer._trainable_variables:
+            value = rng.normal(scale=0.5, size=tuple(variable.shape))
+            variable.assign(value)
+            weights[variable.name] = value
+        return weights
+
+    weights = fill(cell)
+    if isinstance(cell, recurrent.HyperLSTMCell):
+        weights["hyper"] = fill(cell.hyper_cell)
+    return weights
+
+
+def make_cell(kind, **kwargs):
+    cell = (recurrent.LayerNormLSTMCell(UNITS, **kwargs) if kind == "layer_norm" else
+            recurrent.HyperLSTMCell(UNITS, hyper_units=4, embedding_size=3, **kwargs))
+    cell.build((None, FEATURES))
+    return cell
+
+
+def np_step(kind, x, states, weights, mask=1.0):
+    step = np_layer_norm_step if kind == "layer_norm" else np_hyper_step
+    return step(x, *states, weights, mask=mask)
+
+
+@pytest.mark.parametrize("kind", ["layer_norm", "hyper"])
+def test_cell_step_matches_a_float64_numpy_reference(kind):
+    rng = np.random.default_rng(5)
+    cell = make_cell(kind)
+    weights = random_weights(cell, rng)
+    x = rng.normal(size=(BATCH, FEATURES))
+    states = [rng.normal(size=(BATCH, size)) for size in cell.state_size]
+    output, new_states = cell(x.astype("float32"), [s.astype("float32") for s in states])
+    expected = np_step(kind, x, states, weights)
+    np.testing.assert_allclose(ops.convert_to_numpy(output), expected[0], **TOLERANCE)
+    assert len(new_states) == len(expected) == len(cell.state_size)
+    for got, want in zip(new_states, expected):
+        np.testing.assert_allclose(ops.convert_to_numpy(got), want, **TOLERANCE)
+
+
+@pytest.mark.parametrize("kind", ["layer_norm", "hyper"])
+def test_recurrent_dropout_drops_the_candidate_with_one_mask_a_sequence_while_training(kind):
+    rng = np.random.default_rng(6)
+    cell = make_cell(kind, recurrent_dropout=0.5, seed=1)
+    weights = random_weights(cell, rng)
+    masks = []
+    create = cell._create_dropout_mask
+
+    def recording(step_input, rate):
+        masks.append(create(step_input, rate))
+        return masks[-1]
+
+    cell._create_dropout_mask = recording
+    layer = keras.layers.RNN(cell, return_sequences=True)
+    x = rng.normal(size=(BATCH, STEPS, FEATURES))
+    trained = ops.convert_to_numpy(layer(x.astype("float32"), training=True))
+    assert len(masks) == 1  # drawn once, before the loop
+    mask = ops.convert_to_numpy(masks[0])
+    assert set(np.unique(mask)) == {0.0, 2.0}
+
+    def np_sequence(mask):
+        states, outputs = [np.zeros((BATCH, size)) for size in cell.state_size], []
+        for t in range(STEPS):
+            states = np_step(kind, x[:, t], states, weights, mask)
+            outputs.append(states[0])
+        return np.stack(outputs, axis=1)
+
+    np.testing.assert_allclose(trained, np_sequence(mask), **TOLERANCE)
+    np.testing.assert_allclose(ops.convert_to_numpy(layer(x.astype("float32"))), np_sequence(1.0), **TOLERANCE)
+
+
+@pytest.mark.parametrize("kind", ["layer_norm", "hyper"])
+def test_cell_models_train_and_round_trip_through_keras_files(kind, tmp_path):
+    cell = (recurrent.LayerNormLSTMCell(UNITS, recurrent_dropout=0.2) if kind == "layer_norm" else
+            recurrent.HyperLSTMCell(UNITS, hyper_units=4, embedding_size=3, recurrent_dropout=0.2))
+    inputs = keras.Input((STEPS, FEATURES))
+    model = keras.Model(inputs, keras.layers.RNN(cell, return_sequences=True, name="rnn")(inputs))
+    model.compile(optimizer="adam", loss="mse")
+    before = [ops.convert_to_numpy(w).copy() for w in model.trainable_weights]
+    model.fit(X, np.ones((BATCH, STEPS, UNITS), "float32"), epochs=2, verbose=0)
+    assert all(not np.array_equal(ops.convert_to_numpy(w), b) for w, b in zip(model.trainable_weights, before))
+    model.save(tmp_path / "model.keras")
+    restored = keras.saving.load_model(tmp_path / "model.keras")
+    restored_cell = restored.get_layer("rnn").cell
+    assert type(restored_cell) is type(cell) and restored_cell.get_config() == cell.get_config()
+    np.testing.assert_allclose(ops.convert_to_numpy(restored(X)), ops.convert_to_numpy(model(X)), rtol=1e-6)
+
+
+def test_bad_recurrent_dropout_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"recurrent_dropout is a drop probability in \[0, 1\), got 1.5"):
+        recurrent.LayerNormLSTMCell(4, recurrent_dropout=1.5)

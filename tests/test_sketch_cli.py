@@ -17,7 +17,7 @@ import pytest
 from matplotlib.image import imread
 
 import lossweave as lw
-from sketch_rnn import cli, data, render, runs
+from sketch_rnn import cli, data, recurrent, render, runs
 from sketch_rnn.cli import main
 from sketch_rnn.model import HParams, kl_weight
 
@@ -165,6 +165,33 @@ def test_unconditional_run_trains_and_samples_but_has_no_encoder(tmp_path, capsy
         main(["reconstruct", "--out", str(out)])
     assert exit_info.value.code == 2
     assert "needs a conditional model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dec_model, enc_model, cell", [
+    ("layer_norm", "layer_norm", recurrent.LayerNormLSTMCell),
+    ("hyper", "lstm", recurrent.HyperLSTMCell),
+])
+def test_each_decoder_cell_trains_saves_loads_and_samples(tmp_path, capsys, dec_model, enc_model, cell):
+    out = tmp_path / "run"
+    main(TRAIN + ["--steps", "2", "--set", f"dec_model={dec_model}", "--set", f"enc_model={enc_model}",
+                  "--set", "recurrent_dropout=0.1", "--set", "hyper_num_units=8", "--set", "hyper_embedding_size=4",
+                  "--out", str(out)])
+    assert all(np.isfinite(row["loss"]) and np.isfinite(row["val_offset"]) for row in history(out))
+    model = keras.models.load_model(out / "model.keras")
+    assert type(model.get_layer("decoder").cell) is cell
+    assert model.get_layer("decoder").cell.recurrent_dropout == 0.1
+    assert model.get_layer("encoder").cell == enc_model
+    if cell is recurrent.HyperLSTMCell:
+        assert model.get_layer("decoder").cell.state_size == [16, 16, 8, 8]
+    main(["sample", "--out", str(out), "--n", "2"])
+    assert len(list((out / "sample").glob("*.svg"))) == 2
+
+
+def test_an_unknown_cell_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(TRAIN + ["--set", "dec_model=gru", "--out", str(tmp_path / "run")])
+    assert exit_info.value.code == 2
+    assert "dec_model must be one of lstm, layer_norm, hyper; got 'gru'" in capsys.readouterr().err
 
 
 def test_set_overrides_hyperparameters_of_a_new_run_only(run, tmp_path, capsys):

@@ -29,7 +29,10 @@ import keras
 from keras import ops
 
 import lossweave as lw
-from sketch_rnn.recurrent import LSTM  # keras.layers.LSTM, with fused kernels on torch
+from sketch_rnn.recurrent import LSTM, HyperLSTMCell, LayerNormLSTMCell  # LSTM: keras.layers.LSTM, faster
+
+DEC_MODELS = ("lstm", "layer_norm", "hyper")
+ENC_MODELS = ("lstm", "layer_norm")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,8 +52,18 @@ class HParams:
     AVX512-BF16, and no recurrent dropout, the paper-size step is ~1.5x faster; on JAX's CPU it is
     several times slower (``benchmarks/RESULTS.md``).
 
+    ``dec_model`` is the decoder's cell, as the reference names them: ``"lstm"``, ``"layer_norm"``
+    (``sketch_rnn.recurrent.LayerNormLSTMCell``) or ``"hyper"`` (``HyperLSTMCell``, whose hyper
+    LSTM has ``hyper_num_units`` units and embeddings of ``hyper_embedding_size``); ``enc_model``
+    the encoder's: ``"lstm"`` or ``"layer_norm"``. The reference's README suggests ``layer_norm``
+    for data sets of under 10K sketches and ``hyper`` for large multi-class ones.
+
     >>> HParams().dec_rnn_size, HParams(z_size=8).z_size
     (512, 8)
+    >>> HParams(dec_model="gru")
+    Traceback (most recent call last):
+    ...
+    ValueError: dec_model must be one of lstm, layer_norm, hyper; got 'gru'
     """
 
     enc_rnn_size: int = 256
@@ -73,6 +86,36 @@ class HParams:
     num_steps: int = 10_000_000
     steps_per_epoch: int = 500
     precision: str = "float32"
+    dec_model: str = "lstm"
+    enc_model: str = "lstm"
+    hyper_num_units: int = 256
+    hyper_embedding_size: int = 32
+
+    def __post_init__(self):
+        for name, choices in (("dec_model", DEC_MODELS), ("enc_model", ENC_MODELS)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}")
+
+
+def recurrent_layer(cell, units, recurrent_dropout=0.0, hyper_units=256, embedding_size=32, **kwargs):
+    """A recurrent layer returning sequences, of the reference's cell called ``cell``: ``"lstm"``
+    (``sketch_rnn.recurrent.LSTM``), ``"layer_norm"`` or ``"hyper"`` (``keras.layers.RNN`` of
+    ``LayerNormLSTMCell`` or ``HyperLSTMCell``). ``kwargs`` go to the layer (``name``, ``dtype``).
+
+    >>> [type(recurrent_layer(cell, 4)).__name__ for cell in DEC_MODELS]
+    ['LSTM', 'RNN', 'RNN']
+    >>> recurrent_layer("hyper", 4, hyper_units=6).cell.state_size
+    [4, 4, 6, 6]
+    """
+    if cell == "lstm":
+        return LSTM(units, return_sequences=True, recurrent_dropout=recurrent_dropout, **kwargs)
+    if cell == "layer_norm":
+        step = LayerNormLSTMCell(units, recurrent_dropout=recurrent_dropout, dtype=kwargs.get("dtype"))
+    elif cell == "hyper":
+        step = HyperLSTMCell(units, hyper_units, embedding_size, recurrent_dropout, dtype=kwargs.get("dtype"))
+    else:
+        raise ValueError(f"cell must be one of {', '.join(DEC_MODELS)}; got {cell!r}")
+    return keras.layers.RNN(step, return_sequences=True, **kwargs)
 
 
 def _gather_steps(sequences, index):
@@ -93,17 +136,13 @@ class SketchEncoder(keras.layers.Layer):
     (None, 8)
     """
 
-    def __init__(self, units, recurrent_dropout=0.0, **kwargs):
+    def __init__(self, units, recurrent_dropout=0.0, cell="lstm", **kwargs):
         super().__init__(**kwargs)
-        self.units, self.recurrent_dropout = units, recurrent_dropout
+        if cell not in ENC_MODELS:
+            raise ValueError(f"the encoder's cell must be one of {', '.join(ENC_MODELS)}; got {cell!r}")
+        self.units, self.recurrent_dropout, self.cell = units, recurrent_dropout, cell
         self.forward_lstm, self.backward_lstm = (
-            LSTM(
-                units,
-                return_sequences=True,
-                recurrent_dropout=recurrent_dropout,
-                name=name,
-                dtype=self.dtype_policy,
-            )
+            recurrent_layer(cell, units, recurrent_dropout, name=name, dtype=self.dtype_policy)
             for name in ("forward_lstm", "backward_lstm")
         )
 
@@ -124,7 +163,12 @@ class SketchEncoder(keras.layers.Layer):
         return (input_shape[0], 2 * self.units)
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "recurrent_dropout": self.recurrent_dropout}
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "recurrent_dropout": self.recurrent_dropout,
+            "cell": self.cell,
+        }
 
 
 @keras.saving.register_keras_serializable(package="sketch_rnn")
@@ -199,6 +243,16 @@ def optimizer(hps):
     return keras.optimizers.Adam(learning_rate=rate, clipvalue=hps.grad_clip)
 
 
+def split_states(state, sizes):
+    """``state`` ``(batch, sum(sizes))`` cut into a list of states of ``sizes`` on the last axis.
+
+    >>> [tuple(part.shape) for part in split_states(ops.zeros((2, 5)), [2, 2, 1])]
+    [(2, 2), (2, 2), (2, 1)]
+    """
+    edges = [sum(sizes[:k]) for k in range(1, len(sizes))]
+    return list(ops.split(state, edges, axis=-1))
+
+
 def build_model(hps, compile=True):
     """The sketch-rnn ``lw.Model`` for ``hps``, compiled with ``objective`` and ``optimizer`` unless told not to.
 
@@ -212,32 +266,45 @@ def build_model(hps, compile=True):
     """
     strokes = keras.Input((hps.max_seq_len + 1, 5), name="strokes")
     recurrent = keras.DTypePolicy(hps.precision)
+    decoder = recurrent_layer(
+        hps.dec_model,
+        hps.dec_rnn_size,
+        hps.recurrent_dropout,
+        hps.hyper_num_units,
+        hps.hyper_embedding_size,
+        name="decoder",
+        dtype=recurrent,
+    )
+    state_sizes = decoder.cell.state_size
     initial_state, z, taps = None, None, {}
     if hps.conditional:
-        encoder = SketchEncoder(hps.enc_rnn_size, hps.recurrent_dropout, name="encoder", dtype=recurrent)
+        encoder = SketchEncoder(
+            hps.enc_rnn_size, hps.recurrent_dropout, hps.enc_model, name="encoder", dtype=recurrent
+        )
         encoded = encoder(strokes[:, 1:])
         z_mean = keras.layers.Dense(hps.z_size, name="z_mean", dtype="float32")(encoded)
         z_log_var = keras.layers.Dense(hps.z_size, name="z_log_var", dtype="float32")(encoded)
         z = Sampling(name="z")([z_mean, z_log_var])
+        # All of the decoder's states from z, the hyper cell's too (as the reference does).
         state = keras.layers.Dense(
-            2 * hps.dec_rnn_size,
+            sum(state_sizes),
             activation="tanh",
             kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
             name="init_state",
             dtype=recurrent,
         )(z)
-        initial_state = ops.split(state, 2, axis=-1)
+        initial_state = split_states(state, state_sizes)
         taps = {"z_mean": z_mean, "z_log_var": z_log_var}
-    decoder = LSTM(
-        hps.dec_rnn_size,
-        return_sequences=True,
-        recurrent_dropout=hps.recurrent_dropout,
-        name="decoder",
-        dtype=recurrent,
-    )
-    # z joins the previous point at every step; as a condition, its share of the input projection
-    # is computed once a sequence, not once a step (see sketch_rnn.recurrent.LSTM).
-    decoded = decoder(strokes[:, :-1], initial_state=initial_state, condition=z)
+    previous = strokes[:, :-1]
+    if hps.dec_model == "lstm":
+        # z joins the previous point at every step; as a condition, its share of the input
+        # projection is computed once a sequence, not once a step (see sketch_rnn.recurrent.LSTM).
+        decoded = decoder(previous, initial_state=initial_state, condition=z)
+    else:
+        if z is not None:
+            repeated = ops.repeat(ops.expand_dims(z, 1), hps.max_seq_len, axis=1)
+            previous = ops.concatenate([previous, repeated], axis=-1)
+        decoded = decoder(previous, initial_state=initial_state)
     head = keras.layers.Dense(6 * hps.num_mixture + 3, name="mdn_head", dtype="float32")(decoded)
     model = lw.Model(strokes, head, taps=taps, name="sketch_rnn")
     if compile:

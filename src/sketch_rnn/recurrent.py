@@ -1,4 +1,9 @@
-"""`LSTM`: keras.layers.LSTM, without three avoidable costs of Keras 3.15 on sketch-rnn.
+"""sketch-rnn's recurrent cells: `LSTM` (the default), `LayerNormLSTMCell` and `HyperLSTMCell`.
+
+`LayerNormLSTMCell` and `HyperLSTMCell` are the reference's `layer_norm` and `hyper` cells
+(`dec_model`, `enc_model`), Keras RNN cells for `keras.layers.RNN`, in `keras.ops` only.
+
+`LSTM` is keras.layers.LSTM, without three avoidable costs of Keras 3.15 on sketch-rnn.
 
 - On the torch backend, Keras computes an LSTM on the CPU with a Python loop that reads one time
   step of the precomputed input projection per iteration (`x_proj[t]`). The backward of each read
@@ -22,6 +27,7 @@ import keras
 from keras import activations
 from keras import ops
 from keras.src import backend as keras_backend  # for keras.src.backend.rnn, the loop of Keras's RNN layers
+from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell  # masks drawn by keras.layers.RNN before its loop
 
 
 @keras.saving.register_keras_serializable(package="sketch_rnn")
@@ -210,3 +216,178 @@ def _torch_lstm(inputs, h0, c0, kernel, recurrent_kernel, bias):
         True,  # batch_first
     )
     return outputs, h[0], c[0]
+
+
+def _normalize(x, epsilon):
+    """``(x - mean) / sqrt(var + epsilon)`` over the last axis."""
+    mean = ops.mean(x, axis=-1, keepdims=True)
+    centred = x - mean
+    return centred * ops.rsqrt(ops.mean(ops.square(centred), axis=-1, keepdims=True) + epsilon)
+
+
+def _normalize_gates(z, units, epsilon):
+    """Each of the four gate blocks of ``z`` ``(batch, 4 * units)`` normalised on its own."""
+    return ops.reshape(_normalize(ops.reshape(z, (-1, 4, units)), epsilon), (-1, 4 * units))
+
+
+class _GateDropoutCell(keras.layers.Layer, DropoutRNNCell):
+    """What the layer-norm and hyper cells share: recurrent dropout on the candidate ``g = tanh(j)``
+    (Semeniuta et al. 2016, as the reference's cells drop it), one mask a sequence, drawn by
+    Keras's RNN layer before its loop (``DropoutRNNCell``), and the cell update from gates ordered
+    ``i, j, f, o`` (input, candidate, forget, output) as the reference orders them."""
+
+    def __init__(self, units, recurrent_dropout=0.0, forget_bias=1.0, epsilon=1e-3, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= recurrent_dropout < 1.0:
+            raise ValueError(f"recurrent_dropout is a drop probability in [0, 1), got {recurrent_dropout}")
+        self.units, self.recurrent_dropout = units, recurrent_dropout
+        self.forget_bias, self.epsilon, self.seed = forget_bias, epsilon, seed
+        self.dropout = 0.0
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.output_size = units
+
+    def _new_state(self, gates, c, training):
+        """``(h, c)`` after a step: ``c' = c sigmoid(f + forget_bias) + sigmoid(i) g``,
+        ``h' = tanh(LN(c')) sigmoid(o)``, ``gates`` already layer-normalised."""
+        i, j, f, o = ops.split(gates, 4, axis=-1)
+        g = ops.tanh(j)
+        if training and self.recurrent_dropout:
+            g = g * self.get_recurrent_dropout_mask(c)
+        c = c * ops.sigmoid(f + self.forget_bias) + ops.sigmoid(i) * g
+        c_norm = _normalize(c, self.epsilon) * self.c_gamma + self.c_beta
+        return ops.tanh(c_norm) * ops.sigmoid(o), c
+
+    def _build_norms(self):
+        units = self.units
+        self.gamma = self.add_weight(name="gamma", shape=(4 * units,), initializer="ones")
+        self.beta = self.add_weight(name="beta", shape=(4 * units,), initializer="zeros")
+        self.c_gamma = self.add_weight(name="c_gamma", shape=(units,), initializer="ones")
+        self.c_beta = self.add_weight(name="c_beta", shape=(units,), initializer="zeros")
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "recurrent_dropout": self.recurrent_dropout,
+            "forget_bias": self.forget_bias,
+            "epsilon": self.epsilon,
+            "seed": self.seed,
+        }
+
+
+@keras.saving.register_keras_serializable(package="sketch_rnn")
+class LayerNormLSTMCell(_GateDropoutCell):
+    """The layer-normalised LSTM cell of sketch-rnn's reference (``dec_model=layer_norm``), for
+    ``keras.layers.RNN``. States ``[h, c]``; with ``LN(v) = gamma (v - mean v) / sqrt(var v + epsilon) + beta``::
+
+        i, j, f, o = LN_each_block(x @ kernel + h @ recurrent_kernel)     # no bias: LN's beta is one
+        c' = c * sigmoid(f + forget_bias) + sigmoid(i) * dropout(tanh(j))
+        h' = tanh(LN_c(c')) * sigmoid(o)
+
+    Each of the four gate blocks is normalised on its own (its own mean and variance), with
+    gains and offsets of ``4 * units``; the carried ``c'`` is the unnormalised one.
+    ``recurrent_dropout`` drops the candidate ``tanh(j)`` (one mask a sequence, while training).
+
+    >>> import numpy as np
+    >>> layer = keras.layers.RNN(LayerNormLSTMCell(8), return_sequences=True)
+    >>> tuple(layer(np.zeros((2, 5, 3), "float32")).shape)
+    (2, 5, 8)
+    """
+
+    def __init__(self, units, recurrent_dropout=0.0, forget_bias=1.0, epsilon=1e-3, seed=None, **kwargs):
+        super().__init__(units, recurrent_dropout, forget_bias, epsilon, seed, **kwargs)
+        self.state_size = [units, units]
+
+    def build(self, input_shape):
+        units = self.units
+        self.kernel = self.add_weight(name="kernel", shape=(input_shape[-1], 4 * units), initializer="glorot_uniform")
+        self.recurrent_kernel = self.add_weight(
+            name="recurrent_kernel", shape=(units, 4 * units), initializer="orthogonal"
+        )
+        self._build_norms()
+
+    def call(self, inputs, states, training=False):
+        h, c = states[0], states[1]
+        gates = ops.matmul(inputs, self.kernel) + ops.matmul(h, self.recurrent_kernel)
+        gates = _normalize_gates(gates, self.units, self.epsilon) * self.gamma + self.beta
+        h, c = self._new_state(gates, c, training)
+        return h, [h, c]
+
+
+@keras.saving.register_keras_serializable(package="sketch_rnn")
+class HyperLSTMCell(_GateDropoutCell):
+    """Ha's HyperLSTM (Ha, Dai & Le 2016) as sketch-rnn's reference has it (``dec_model=hyper``),
+    for ``keras.layers.RNN``: a small layer-norm LSTM (``hyper_units``, no dropout) reads
+    ``[x, h]`` and, through embeddings of ``embedding_size``, scales each gate block's input and
+    recurrent projections of the main cell, which is layer-normalised. States
+    ``[h, c, hyper_h, hyper_c]``; with ``u`` the hyper cell's output and ``k`` a gate block::
+
+        u, hyper state' = hyper_cell([x, h], hyper state)
+        alpha_k(u) = (u @ w_k + w_bias_k) @ alpha_k      (for x and h apart: 8 such scalings)
+        beta_k(u) = (u @ b_k) @ beta_k                    (recurrent blocks only)
+        gate_k = alpha_xk(u) * (x @ kernel)_k + alpha_hk(u) * (h @ recurrent_kernel)_k + beta_k(u) + bias_k
+        then as LayerNormLSTMCell, from the gates: LN each block, c', h' = tanh(LN_c(c')) sigmoid(o)
+
+    Initialised as the reference: ``w`` zero with bias one, ``alpha`` ``0.1 / embedding_size``
+    (so ``alpha`` starts at 0.1), ``b`` normal with deviation 0.01, ``beta`` zero.
+
+    >>> import numpy as np
+    >>> cell = HyperLSTMCell(8, hyper_units=6, embedding_size=4)
+    >>> cell.state_size
+    [8, 8, 6, 6]
+    >>> tuple(keras.layers.RNN(cell)(np.zeros((2, 5, 3), "float32")).shape)
+    (2, 8)
+    """
+
+    def __init__(self, units, hyper_units=256, embedding_size=32, recurrent_dropout=0.0, forget_bias=1.0,
+                 epsilon=1e-3, seed=None, **kwargs):
+        super().__init__(units, recurrent_dropout, forget_bias, epsilon, seed, **kwargs)
+        self.hyper_units, self.embedding_size = hyper_units, embedding_size
+        self.state_size = [units, units, hyper_units, hyper_units]
+        self.hyper_cell = LayerNormLSTMCell(
+            hyper_units, forget_bias=forget_bias, epsilon=epsilon, name="hyper_cell", dtype=self.dtype_policy
+        )
+
+    def build(self, input_shape):
+        units, size = self.units, self.embedding_size
+        features = input_shape[-1]
+        self.hyper_cell.build((None, features + units))
+        self.kernel = self.add_weight(name="kernel", shape=(features, 4 * units), initializer="glorot_uniform")
+        self.recurrent_kernel = self.add_weight(
+            name="recurrent_kernel", shape=(units, 4 * units), initializer="orthogonal"
+        )
+        self.bias = self.add_weight(name="bias", shape=(4 * units,), initializer="zeros")
+        self.scale_embedding = self.add_weight(
+            name="scale_embedding", shape=(self.hyper_units, 8 * size), initializer="zeros"
+        )
+        self.scale_embedding_bias = self.add_weight(name="scale_embedding_bias", shape=(8 * size,), initializer="ones")
+        self.scale = self.add_weight(
+            name="scale", shape=(8, size, units), initializer=keras.initializers.Constant(0.1 / size)
+        )
+        self.shift_embedding = self.add_weight(
+            name="shift_embedding",
+            shape=(self.hyper_units, 4 * size),
+            initializer=keras.initializers.RandomNormal(stddev=0.01),
+        )
+        self.shift = self.add_weight(name="shift", shape=(4, size, units), initializer="zeros")
+        self._build_norms()
+
+    def call(self, inputs, states, training=False):
+        h, c = states[0], states[1]
+        u, hyper_state = self.hyper_cell(
+            ops.concatenate([inputs, h], axis=-1), [states[2], states[3]], training=training
+        )
+        size, units = self.embedding_size, self.units
+        scale_codes = ops.reshape(ops.matmul(u, self.scale_embedding) + self.scale_embedding_bias, (-1, 8, size))
+        scales = ops.einsum("bke,keu->bku", scale_codes, self.scale)  # (batch, 8, units)
+        shift_codes = ops.reshape(ops.matmul(u, self.shift_embedding), (-1, 4, size))
+        shifts = ops.einsum("bke,keu->bku", shift_codes, self.shift)  # (batch, 4, units)
+        from_x = ops.reshape(ops.matmul(inputs, self.kernel), (-1, 4, units))
+        from_h = ops.reshape(ops.matmul(h, self.recurrent_kernel), (-1, 4, units))
+        gates = scales[:, :4] * from_x + scales[:, 4:] * from_h + shifts + ops.reshape(self.bias, (4, units))
+        gates = ops.reshape(_normalize(gates, self.epsilon), (-1, 4 * units)) * self.gamma + self.beta
+        h, c = self._new_state(gates, c, training)
+        return h, [h, c, *hyper_state]
+
+    def get_config(self):
+        return {**super().get_config(), "hyper_units": self.hyper_units, "embedding_size": self.embedding_size}

@@ -1,7 +1,7 @@
 """Drawing with a trained sketch-rnn: sample, encode, reconstruct, complete, interpolate.
 
-Decoding runs the trained decoder one step at a time: the ``decoder`` layer's LSTM cell with its
-state, the ``mdn_head`` Dense, and (conditional models) the ``init_state`` Dense on ``z``, for a
+Decoding runs the trained decoder one step at a time: the ``decoder`` layer's cell with its
+states, the ``mdn_head`` Dense, and (conditional models) the ``init_state`` Dense on ``z``, for a
 batch of sketches at once. The step is a small ``keras.Model`` run with ``predict_on_batch``, so
 it is compiled on every backend (run eagerly, a TensorFlow step costs ~10 ms, six times more).
 Each step draws the next point with NumPy from an explicitly seeded generator, with a temperature
@@ -90,13 +90,14 @@ def _to_sketch(stroke5, scale):
 
 
 def _step_model(model):
-    """One decoder step, ``(inputs, h, c) -> (head output, h, c)``, from ``model``'s own layers."""
+    """One decoder step, ``(inputs, *states) -> (head output, *states)``, from ``model``'s own
+    layers (the states of the decoder's cell: ``h, c`` for the LSTMs, and the hyper cell's)."""
     cell, head = model.get_layer("decoder").cell, model.get_layer("mdn_head")
     inputs = keras.Input((cell.kernel.shape[0],))
-    h, c = keras.Input((cell.units,)), keras.Input((cell.units,))
-    output, (h_next, c_next) = cell(inputs, [h, c])
-    h_next, c_next = (ops.cast(state, "float32") for state in (h_next, c_next))
-    return keras.Model([inputs, h, c], [head(output), h_next, c_next])
+    states = [keras.Input((size,)) for size in cell.state_size]
+    output, next_states = cell(inputs, states)
+    next_states = [ops.cast(state, "float32") for state in next_states]
+    return keras.Model([inputs, *states], [head(output), *next_states])
 
 
 def _decode_points(model, z, n, temperature, rng, given=None, lengths=None):
@@ -106,18 +107,19 @@ def _decode_points(model, z, n, temperature, rng, given=None, lengths=None):
         raise ValueError(f"temperature must be > 0, got {temperature}")
     cell = model.get_layer("decoder").cell
     num_mixture = (model.get_layer("mdn_head").units - 3) // 6
+    sizes = cell.state_size
     if z is not None:
         state = ops.convert_to_numpy(ops.cast(model.get_layer("init_state")(z), "float32"))
-        h, c = np.split(state, 2, axis=-1)
+        states = np.split(state, np.cumsum(sizes)[:-1], axis=-1)
     else:
-        h = c = np.zeros((n, cell.units), dtype=np.float32)
+        states = [np.zeros((n, size), dtype=np.float32) for size in sizes]
     step = _step_model(model)
     max_len = _max_len(model)
     points = np.zeros((n, max_len, 5), dtype=np.float32)
     previous = np.tile(data.START_TOKEN, (n, 1))
     for t in range(max_len):
         inputs = np.concatenate([previous, z], axis=1) if z is not None else previous
-        head_output, h, c = step.predict_on_batch([inputs, h, c])
+        head_output, *states = step.predict_on_batch([inputs, *states])
         params = lw.losses.split_mdn_params(head_output, num_mixture)
         previous = _draw_points({k: ops.convert_to_numpy(v) for k, v in params.items()}, temperature, rng)
         if given is not None:
