@@ -9,6 +9,7 @@ path is printed; ``benchmarks/figures/serve.png`` is one).
 
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -76,7 +77,7 @@ def url(tmp_path_factory):
             printed.append(lines.get(timeout=120))
         line = printed[-1]
         assert "listening on this machine only" in line, line
-        yield line[line.index("http://"):].split()[0]
+        yield re.search(r"http://[^\s,]+", line).group()
     finally:
         server.send_signal(signal.SIGINT)
         assert server.wait(timeout=WAIT) == 130  # Ctrl-C

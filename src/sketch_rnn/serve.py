@@ -286,16 +286,18 @@ def listen(host: str, port: int) -> socket.socket:
 def serve(model: keras.Model, config: dict, host: str = "127.0.0.1", port: int = 8000, name: str = "") -> None:
     """Serve ``model`` (trained on the data of ``config``) on ``http://host:port/`` until Ctrl-C, the
     URL printed first; ``name`` (the run folder) is printed with it. Ctrl-C stops it gracefully
-    and raises ``KeyboardInterrupt`` again (``sketch-rnn`` exits with status 130). What ``sketch-rnn serve`` runs::
+    and raises ``KeyboardInterrupt`` again (``sketch-rnn`` exits with status 130). What
+    ``sketch-rnn serve`` runs::
 
         serve(runs.load_model("runs/demo"), runs.read_config("runs/demo"), port=8000, name="runs/demo")
     """
     sock = listen(host, port)
     app = create_app(model, config)
     port = sock.getsockname()[1]
-    where = "this machine only (--host 0.0.0.0 opens it to the network)" if host in ("127.0.0.1", "localhost") \
-        else f"{host}"
+    local = host in ("127.0.0.1", "localhost", "::1")
+    where = ("this machine only (--host 0.0.0.0 opens it to the network)" if local
+             else f"{host}: other machines can reach it")
     url_host = f"[{host}]" if ":" in host else host
-    print(f"sketch-rnn serve: {name or 'the model'} ({config['preset']!r}) on http://{url_host}:{port}/ "
+    print(f"sketch-rnn serve: {name or 'the model'} ({config['preset']!r} preset) on http://{url_host}:{port}/, "
           f"listening on {where}; Ctrl-C stops", flush=True)
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
