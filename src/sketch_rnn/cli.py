@@ -43,7 +43,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from sketch_rnn import data, presets, render, runs, sampling
+from sketch_rnn import data, devices, presets, render, runs, sampling
 from sketch_rnn.model import HParams, build_model
 
 #: At most this many validation sketches are evaluated after each epoch.
@@ -216,39 +216,59 @@ def _setup(args):
 
 
 def train(args):
+    with devices.data_parallel(args.distribute) as placement:
+        _train(args, placement)
+
+
+def _train(args, placement):
+    """``train`` on the devices of ``placement`` (``devices.data_parallel``), inside its context."""
     new = not (Path(args.out) / "config.json").exists()
-    config, model, point, rows, sketches = _setup(args)
+    with placement.building():
+        config, model, point, rows, sketches = _setup(args)
     out = Path(args.out)
     hps = HParams(**config["hparams"])
     print(_first_line(out, config, point, new, args.steps), flush=True)
     print(f"data: {sketches!r}, scale {config['scale']:.4g}")
     _warn_dropped(sketches, hps.max_seq_len)
+    devices.check_split(hps.batch_size, placement.count)
+    if placement.count > 1:
+        print(f"data parallel on {placement.count} devices: a batch of {hps.batch_size} sketches split across them")
     train_set = data.normalize(sketches.train, config["scale"])
     batches = data.StrokeBatches(train_set, hps.batch_size, hps.max_seq_len, np.random.default_rng(config["seed"]),
                                  augment=hps.augment)
     picked = np.random.default_rng(config["seed"]).permutation(len(sketches.valid))[:VALID_CAP]
     if len(picked) > hps.batch_size:  # whole batches only: one compiled shape
         picked = picked[: len(picked) // hps.batch_size * hps.batch_size]
+    else:  # one batch, split across the devices
+        picked = picked[: len(picked) // placement.count * placement.count]
     validation = data.arrays(data.normalize([sketches.valid[i] for i in picked], config["scale"]), hps.max_seq_len)
     checkpoints = runs.Checkpoints(out, config, rows, point, args.backup_every)
+    log_dir = out / "logs" if args.tensorboard else None
+    pictures = runs.EpochPictures(lambda: _pictures(model, config, sketches.valid, sketches.valid_labels, out), log_dir)
+    callbacks = [checkpoints, pictures, runs.Pace(config["target"])]
+    if log_dir is not None:
+        callbacks.insert(2, keras.callbacks.TensorBoard(log_dir))
     step, epoch = point.step, len(rows)
     with checkpoints.stopping_on_sigint():
         for length, count in runs.epochs_left(point.step, point.epoch_start, config["target"], config["epoch_steps"]):
-            model.fit(
-                # Exactly the batches it takes: no tf.data prefetch left pulling at exit.
-                (batch for batch in itertools.islice(batches.from_step(step, config["seed"]), length * count)),
-                steps_per_epoch=length,
-                initial_epoch=epoch,
-                epochs=epoch + count,
-                validation_data=validation,
-                validation_batch_size=hps.batch_size,
-                shuffle=False,  # the batches are shuffled already
-                callbacks=[checkpoints, runs.Pace(config["target"])],
-                verbose=1 if sys.stdout.isatty() else 2,
-            )
-            step, epoch = step + length * count, epoch + count
+            for epochs in [1] * count if placement.one_epoch_a_fit else [count]:
+                model.fit(
+                    # Exactly the batches it takes: no tf.data prefetch left pulling at exit.
+                    (batch for batch in itertools.islice(batches.from_step(step, config["seed"]), length * epochs)),
+                    steps_per_epoch=length,
+                    initial_epoch=epoch,
+                    epochs=epoch + epochs,
+                    validation_data=validation,
+                    validation_batch_size=hps.batch_size,
+                    shuffle=False,  # the batches are shuffled already
+                    callbacks=callbacks,
+                    verbose=1 if sys.stdout.isatty() else 2,
+                )
+                step, epoch = step + length * epochs, epoch + epochs
     files = [out / name for name in ("model.keras", "config.json", "history.csv", "losses.png")]
-    files += _pictures(model, config, sketches.valid, sketches.valid_labels, out)
+    files += pictures.written or _pictures(model, config, sketches.valid, sketches.valid_labels, out)
+    if log_dir is not None:
+        files.append(log_dir)
     print(f"trained to step {step}; wrote:", *files, sep="\n  ")
 
 
@@ -373,6 +393,11 @@ def _parser():
     fit.add_argument("--backup-every", type=_positive(int), default=100, metavar="N",
                      help="steps between backups of the training state: a killed run loses at most N (default: 100)")
     fit.add_argument("--seed", type=int, help="random seed of a new run (default: 0)")
+    fit.add_argument("--tensorboard", action="store_true",
+                     help="write TensorBoard logs (losses, weights, the pictures of every epoch) into OUT/logs")
+    fit.add_argument("--distribute", action="store_true",
+                     help="data parallel on every local device (JAX: keras.distribution.DataParallel; "
+                          "TensorFlow: tf.distribute.MirroredStrategy); the batch is split across them")
     fit.set_defaults(run=train)
 
     draw = commands.add_parser("sample", help="draw new sketches into OUT/sample/")
