@@ -10,17 +10,15 @@ does not move, and on short pieces timed many times:
 - `parts`: torch (eager), each piece of the step on its own (forward pass, `compute_loss`,
   `compute_metrics`, and inside lossweave's `compute_loss` each of its calls), with its aten
   ops, Python calls and CPU time (`--quantile` of `--repeats` interleaved runs of `--calls`
-  calls), lossweave's pieces also with each candidate fix patched in (the fix's cost or gain
-  as the paired median difference, same run). Every backend: the NaN guard's batch check and
+  calls). Every backend: the NaN guard's batch check and
   Keras's dispatch of batch callbacks, with and without lossweave's callbacks.
 - `step`: the whole training step without `fit`'s loop (TensorFlow: the `tf.function` on an
   iterator; JAX: the jitted step; torch: the eager step), best of runs, interleaved, and the
   paired median ratio.
-- `ablate`: the whole step with each candidate fix patched in. torch: the same model instances,
-  patched per run; TensorFlow, JAX: models rebuilt under each fix (a fix acts at trace time).
 - `pyprofile`: torch, cProfile of the lossweave functions in one eager step.
 
-Nothing under `src/` is edited: the fixes are patched in at run time (see `FIXES`).
+The fixes this profile proposed are in `src/` now (`benchmarks/RESULTS.md`, "After the fixes");
+the copies of them it once patched in at run time are gone with them.
 
 Run: `KERAS_BACKEND=torch python benchmarks/profile_overhead.py --threads 1 ops parts step`.
 """
@@ -41,14 +39,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
-from keras.src.losses.losses import LossFunctionWrapper  # noqa: E402  (what a loss name becomes)
-
 import lossweave as lw  # noqa: E402
 from lossweave import model as lw_model  # noqa: E402
-from lossweave import objective as lw_objective  # noqa: E402
 from lossweave import step as lw_step  # noqa: E402
 from lossweave import taps as lw_taps  # noqa: E402
-from lossweave import trackers as lw_trackers  # noqa: E402
 from lossweave.guard import NonFiniteGuard  # noqa: E402
 
 BACKEND = keras.backend.backend()
@@ -76,31 +70,16 @@ def built(paths, x, y, batch_size, jit_compile="auto"):
 CLOCK = time.thread_time if BACKEND == "torch" else time.perf_counter
 
 
-class Fixed:
-    """`fn` to be timed with the fix `name` patched in around the whole run of calls (patching a
-    class empties Python's attribute caches, so patching around every call would time that)."""
-
-    def __init__(self, name, fn):
-        self.name, self.fn = name, fn
-
-    def __call__(self):
-        with fix_context(self.name):
-            return self.fn()
-
-
 def samples(fns, calls, repeats):
     """`{name: [seconds per call, one per run]}` of each `fn()`, the fns interleaved run by run."""
     runs = {name: [] for name in fns}
     for _ in range(repeats):
-        for name, fn in fns.items():
-            context = fix_context(fn.name) if isinstance(fn, Fixed) else contextlib.nullcontext()
-            call = fn.fn if isinstance(fn, Fixed) else fn
-            with context:
-                call()  # warm
-                start = CLOCK()
-                for _ in range(calls):
-                    call()
-                runs[name].append((CLOCK() - start) / calls)
+        for name, call in fns.items():
+            call()  # warm
+            start = CLOCK()
+            for _ in range(calls):
+                call()
+            runs[name].append((CLOCK() - start) / calls)
     return runs
 
 
@@ -268,20 +247,9 @@ def python_calls_by_file(model, x, y, batch_size, top=25):
 # -- parts (torch eager) --------------------------------------------------------------------
 
 
-#: The pieces each fix acts on, for `parts`.
-PIECE_FIXES = {
-    "forward": ["tapped_no_copy", "tap_layer_call"],
-    "compute_loss": ["keras_loss_static_count", "keras_loss_direct", "constant_weight_python",
-                     "static_batch_size", "no_losses_walk",
-                     "keras_loss_static_count+constant_weight_python+static_batch_size"],
-    "compute_metrics": ["tracker_unstack"],
-}
-
-
 def torch_parts(models, x, y, batch_size, calls, repeats):
     """Each piece of the eager step on its own: aten ops, Python calls, CPU time (`QUANTILE` of
-    `repeats` interleaved runs of `calls` calls); lossweave's pieces also with each fix of
-    `PIECE_FIXES` patched in around its runs."""
+    `repeats` interleaved runs of `calls` calls)."""
     xb, yb = batch_of(x, y, batch_size)
     fns = {}
     for path, model in models.items():
@@ -305,9 +273,6 @@ def torch_parts(models, x, y, batch_size, calls, repeats):
         }
         for piece, fn in pieces.items():
             fns[f"{path}: {piece}"] = fn
-            if lossweave and path == "functional" or path != "hand_sub" and piece == "forward" and lossweave:
-                for name in PIECE_FIXES[piece]:
-                    fns[f"{path}: {piece} [{name}]"] = Fixed(name, fn)
         if lossweave:
             tensors = lw_step.step_tensors(xb, yb, y_pred_detached.outputs, y_pred_detached.taps,
                                            None, True)
@@ -345,14 +310,7 @@ def torch_parts(models, x, y, batch_size, calls, repeats):
           f"quantile of {repeats} interleaved runs of {calls} calls)")
     for name, seconds in times.items():
         aten, py = counts[name]
-        extra = ""
-        if name.endswith("]"):  # a fix: the paired median difference to the unfixed piece
-            plain = name[:name.index(" [")]
-            diff = statistics.median(a - b for a, b in zip(runs[name], runs[plain]))
-            extra = (f"   fix: {sum(aten.values()) - sum(counts[plain][0].values()):+d} ops "
-                     f"{py - counts[plain][1]:+d} calls {diff * 1e6:+7.1f} us (paired median)")
-        print(f"  {name:55} {sum(aten.values()):4d} ops {py:5d} calls {seconds * 1e6:8.1f} us"
-              + extra)
+        print(f"  {name:55} {sum(aten.values()):4d} ops {py:5d} calls {seconds * 1e6:8.1f} us")
     print("  extra over hand (subclassed: over hand_sub), ops / calls / us:")
     for piece in ("forward", "compute_loss", "compute_metrics"):
         cells = []
@@ -431,258 +389,16 @@ def step_times(models, x, y, batch_size, calls, repeats, title):
     return times, ratios
 
 
-FIXES = {}
-
-
-def fix(name):
-    def register(fn):
-        FIXES[name] = fn
-        return fn
-    return register
-
-
-@contextlib.contextmanager
-def patched(owner, attr, value):
-    missing = object()
-    old = owner.__dict__.get(attr, missing)
-    setattr(owner, attr, value)
-    try:
-        yield
-    finally:
-        if old is missing:
-            delattr(owner, attr)
-        else:
-            setattr(owner, attr, old)
-
-
-@fix("noop")
-def _noop():
-    """Patches nothing: the A/A row, the noise floor of the table."""
-    return contextlib.nullcontext()
-
-
-@fix("tapped_no_copy")
-def _tapped_no_copy():
-    """`Model._tapped` without the two `ops.copy` of the counters (read the values directly)."""
-    def _tapped(self, outputs, taps):
-        counters = {"step": self.step.value, "epoch": self.epoch.value}
-        return lw_taps.Tapped(outputs, dict(taps, **counters))
-    return patched(lw_model.Model, "_tapped", _tapped)
-
-
-@fix("tracker_unstack")
-def _tracker_unstack():
-    """`TermTracker.result` with one `ops.unstack` instead of one index op per name."""
-    def result(self):
-        means = ops.divide_no_nan(self.totals, self.count)
-        return dict(zip(self.names, ops.unstack(means, num=len(self.names))))
-    return patched(lw_trackers.TermTracker, "result", result)
-
-
-@fix("tap_layer_call")
-def _tap_layer_call():
-    """`Tap.__call__` returns `tap(name, x)` at once on a concrete tensor (Keras's `Layer.__call__`
-    only when building a graph on a `KerasTensor`): a pass-through needs none of its machinery."""
-    def __call__(self, inputs, *args, **kwargs):
-        # A graph passes the call-context arguments (`training`) to every layer; a pass-through
-        # ignores them. Anything else (a mask, a symbolic build) goes through Keras.
-        context = getattr(self, "_call_context_args", ())
-        if args or isinstance(inputs, keras.KerasTensor) or any(
-                k not in context for k in kwargs):
-            return keras.layers.Layer.__call__(self, inputs, *args, **kwargs)
-        return lw_taps.tap(self.tap_name, inputs)
-    return patched(lw_taps.Tap, "__call__", __call__)
-
-
-@fix("keras_loss_direct")
-def _keras_loss_direct():
-    """A Keras loss name on an unmasked, unweighted output: `mean(fn(y_true, y_pred))`, skipping
-    `Loss.__call__`'s conversions and its `sum / cast(prod(shape))` (an upper bound of the gain
-    of a leaner Keras-loss path: the same value to float rounding)."""
-    original = lw_objective.Term.__dict__["_keras_loss_value"]
-
-    def _keras_loss_value(self, tensors):
-        y_true, y_pred = tensors["y_true"], tensors["y_pred"]
-        if self._loss is None:
-            self._loss = lw_objective.resolve_loss(self.fn, y_true, y_pred)
-        loss = self._loss
-        if (isinstance(loss, LossFunctionWrapper)
-                and tensors.get("sample_weight") is None
-                and lw_objective.get_keras_mask(y_pred) is None
-                and loss.reduction in ("sum_over_batch_size", "mean")):
-            values = loss.call(y_true, y_pred)
-            if lw_objective.get_keras_mask(values) is None:
-                return ops.cast(ops.mean(values), "float32")
-        return original(self, tensors)
-    return patched(lw_objective.Term, "_keras_loss_value", _keras_loss_value)
-
-
-@fix("keras_loss_static_count")
-def _keras_loss_static_count():
-    """As Keras's `Loss.__call__` for an unmasked, unweighted `LossFunctionWrapper`, but the
-    count of a statically shaped batch is a Python number: `divide_no_nan(sum(values), n)`,
-    bit for bit Keras's value, three ops fewer (shape to tensor, prod, cast)."""
-    original = lw_objective.Term.__dict__["_keras_loss_value"]
-
-    def _keras_loss_value(self, tensors):
-        y_true, y_pred = tensors["y_true"], tensors["y_pred"]
-        if self._loss is None:
-            self._loss = lw_objective.resolve_loss(self.fn, y_true, y_pred)
-        loss = self._loss
-        if (isinstance(loss, LossFunctionWrapper)
-                and tensors.get("sample_weight") is None
-                and lw_objective.get_keras_mask(y_pred) is None
-                and loss.reduction in ("sum_over_batch_size", "mean")):
-            values = loss.call(ops.convert_to_tensor(y_true, loss.dtype),
-                               ops.convert_to_tensor(y_pred, loss.dtype))
-            shape = tuple(values.shape)
-            if lw_objective.get_keras_mask(values) is None and None not in shape:
-                n = float(np.prod(shape)) if shape else 1.0
-                return ops.cast(ops.sum(values) / n if n else ops.sum(values) * 0.0, "float32")
-        return original(self, tensors)
-    return patched(lw_objective.Term, "_keras_loss_value", _keras_loss_value)
-
-
-@fix("no_losses_walk")
-def _no_losses_walk():
-    """`compute_loss` without reading `self.losses` (a walk of every layer each step) and without
-    `scale_loss_for_distribution`: an upper bound, right only for a model with neither."""
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        outputs, taps = self._split(y_pred)
-        tensors = lw_step.step_tensors(x, y, outputs, taps, sample_weight, training)
-        total, logged = self._lw.objective.compute(tensors)
-        self._lw.trackers.update(logged, tensors)
-        if training:
-            self.step.assign_add(1)
-        return total
-    return patched(lw_model.Model, "compute_loss", compute_loss)
-
-
-@fix("constant_weight_python")
-def _constant_weight_python():
-    """`Objective.compute` multiplies a term by a constant weight as a Python float, and not at
-    all by 1.0, instead of making a tensor of the constant and multiplying by it every step."""
-    def compute(self, tensors):
-        step = tensors["step"]
-        logged = {}
-        total = None
-        for name, term in self.terms.items():
-            value = term.value(tensors)
-            logged[name] = value
-            if getattr(term.weight, "is_constant", False):
-                weight = term.weight.value
-                weighted = value if weight == 1.0 else value * weight
-            else:
-                weight = ops.cast(term.weight(step), "float32")
-                logged[f"{name}_weight"] = weight
-                weighted = weight * value
-            total = weighted if total is None else total + weighted
-        return total, logged
-    return patched(lw_objective.Objective, "compute", compute)
-
-
-@fix("static_batch_size")
-def _static_batch_size():
-    """`TermTracker.update` weighs by the batch size as a Python number when the shape is static."""
-    def update(self, values, tensors):
-        size = None
-        for key in ("x", "y_pred", "y_true"):
-            for tensor in keras.tree.flatten(tensors.get(key)):
-                if tensor is not None and len(tensor.shape) > 0:
-                    size = tensor.shape[0]
-                    break
-            if size is not None:
-                break
-        size = lw_step.batch_size(tensors) if size is None else float(size)
-        step = ops.stack([ops.cast(values[name], "float32") for name in self.names])
-        self.totals.assign_add(ops.stop_gradient(step) * size)
-        self.count.assign_add(size)
-    return patched(lw_trackers.TermTracker, "update", update)
-
-
-@contextlib.contextmanager
-def _all(*contexts):
-    with contextlib.ExitStack() as stack:
-        for context in contexts:
-            stack.enter_context(context)
-        yield
-
-
-def fix_context(name):
-    if name == "none":
-        return contextlib.nullcontext()
-    if "+" in name:
-        return _all(*(FIXES[n]() for n in name.split("+")))
-    if name == "all":
-        return _all(*(FIXES[n]() for n in FIXES if n not in ("noop", "keras_loss_direct")))
-    return FIXES[name]()
-
-
-def ablate_eager(x, y, batch_size, calls, repeats, names):
-    """torch (eager): the same model instances, each fix patched in around each call, runs
-    interleaved, so build-to-build differences and drift cancel; the gain of a fix is the median
-    over runs of (step with the fix) / (step without) of the same model in the same run."""
-    paths = ["hand", "functional", "sequential", "hand_sub", "subclassed"]
-    models = built(paths, x, y, batch_size)
-    steps = {path: step_function(model, x, y, batch_size) for path, model in models.items()}
-    xb, yb = batch_of(x, y, batch_size)
-    fns = {}
-    for path in paths:
-        fns[(path, "none")] = steps[path]
-    for name in names:
-        for path in paths[1:]:
-            if path != "hand_sub":
-                fns[(path, name)] = Fixed(name, steps[path])
-    runs = samples(fns, calls, repeats)
-    low = {key: low_percentile(series, QUANTILE) for key, series in runs.items()}
-    base = {"functional": "hand", "sequential": "hand", "subclassed": "hand_sub"}
-    print(f"\nAblation, torch eager, same model instances, {repeats} runs of {calls} calls "
-          "interleaved, 10th percentile of each: ratio to the baseline (hand, hand_sub), "
-          "gain of the fix")
-    print(f"  {'fix':24} " + "  ".join(f"{p:>24}" for p in base))
-    for name in ["none", *names]:
-        cells = []
-        for path, hand in base.items():
-            fixed, unfixed = low[(path, name)], low[(path, "none")]
-            cells.append(f"{fixed / low[(hand, 'none')]:.3f}x {fixed / unfixed - 1:+6.1%} "
-                         f"{(fixed - unfixed) * 1e6:+5.0f}us")
-        print(f"  {name:24} " + "  ".join(f"{c:>24}" for c in cells))
-    print(f"  hand {low[('hand', 'none')] * 1e6:.0f} us, hand_sub "
-          f"{low[('hand_sub', 'none')] * 1e6:.0f} us a step")
-
-
-def ablate(x, y, batch_size, calls, repeats, names):
-    """Each fix patched in; models rebuilt under it (a fix may act at trace time)."""
-    if BACKEND == "torch":
-        return ablate_eager(x, y, batch_size, calls, repeats, names)
-    results = {}
-    for name in ["none", *names]:
-        with fix_context(name):
-            models = built(["hand", "functional", "sequential", "hand_sub", "subclassed"], x, y,
-                           batch_size)
-            results[name] = step_times(models, x, y, batch_size, calls, repeats,
-                                       f"Step alone, fix {name!r}, best of {repeats} x {calls}")
-    print("\nAblation summary: step alone, paired median ratio (best-of ratio), to hand "
-          "(subclassed: to hand_sub)")
-    for name, (times, ratios) in results.items():
-        cells = []
-        for path, base in (("functional", "hand"), ("sequential", "hand"),
-                           ("subclassed", "hand_sub"), ("hand_sub", "hand")):
-            cells.append(f"{path} {ratios[path]:.3f} ({times[path] / times[base]:.3f})")
-        print(f"  {name:24} " + "  ".join(cells))
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", nargs="*", default=["ops", "parts", "step"],
-                        choices=["ops", "parts", "step", "ablate", "pyprofile"])
+                        choices=["ops", "parts", "step", "pyprofile"])
     parser.add_argument("--threads", help="as for overhead.py")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--calls", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--quantile", type=float, default=0.1,
-                        help="which low quantile of the runs `ablate` compares (torch)")
-    parser.add_argument("--fixes", nargs="+", default=None, help=f"of {sorted(FIXES)} or 'all'")
+                        help="which low quantile of the runs `parts` reports (torch)")
     args = parser.parse_args()
     global QUANTILE
     QUANTILE = args.quantile
@@ -700,8 +416,6 @@ def main():
     if "step" in args.what:
         step_times(models, x, y, args.batch_size, args.calls, args.repeats,
                    f"Step alone, best of {args.repeats} x {args.calls} calls ({BACKEND})")
-    if "ablate" in args.what:
-        ablate(x, y, args.batch_size, args.calls, args.repeats, args.fixes or [*FIXES, "all"])
 
 
 if __name__ == "__main__":
