@@ -104,28 +104,6 @@ def test_evaluation_does_not_advance_the_step():
     assert int(model.step.value) == 4
 
 
-class CountTrainingCalls(keras.layers.Layer):
-    def build(self, input_shape):
-        self.calls = self.add_weight(shape=(), initializer="zeros", trainable=False, name="calls")
-
-    def call(self, inputs, training=None):
-        if training:
-            self.calls.assign_add(1.0)
-        return inputs
-
-
-def test_one_forward_pass_per_step():
-    inputs = keras.Input((12,))
-    counter = CountTrainingCalls()
-    layer1 = counter(keras.layers.Dense(8, activation="relu")(inputs))
-    probs = keras.layers.Dense(3, activation="softmax")(layer1)
-    model = lw.Model(inputs, probs, taps={"layer1": layer1})
-    model.compile(optimizer="sgd", loss=objective(0.1), metrics=["accuracy"])
-    x, y = data()
-    model.fit(x, y, batch_size=4, epochs=2, verbose=0)
-    assert float(counter.calls.value) == 8.0
-
-
 def test_epoch_and_step_are_injectable():
     model = penalty_model()
     model.compile(
