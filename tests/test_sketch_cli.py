@@ -123,6 +123,37 @@ def test_resume_refuses_another_preset(run, capsys):
     assert "'tiny' run" in capsys.readouterr().err
 
 
+def test_pictures_are_redrawn_after_every_epoch_and_go_to_tensorboard(tmp_path, monkeypatch):
+    out, seen = tmp_path / "run", []
+    pace_end = runs.Pace.on_epoch_end
+
+    def after_the_pictures(self, epoch, logs=None):  # Pace's callback runs after EpochPictures'
+        seen.append({name: (out / name).read_bytes() for name in ("samples.png", "reconstructions.png")})
+        pace_end(self, epoch, logs)
+
+    monkeypatch.setattr(runs.Pace, "on_epoch_end", after_the_pictures)
+    main(TRAIN + ["--tensorboard", "--out", str(out)])
+    assert len(seen) == 2  # epochs 1 and 2 of 2
+    assert all(seen[0][name] != seen[1][name] for name in seen[0])  # redrawn by the trained model
+    assert seen[1]["samples.png"] == (out / "samples.png").read_bytes()  # not drawn again at the end
+
+    import tensorflow as tf  # TensorBoard's event files, read on any backend
+
+    def tags(folder):
+        found = {}
+        for events in (out / "logs" / folder).glob("events.out.tfevents.*"):
+            for event in tf.compat.v1.train.summary_iterator(str(events)):
+                for value in event.summary.value:
+                    found.setdefault(value.tag, set()).add(event.step)
+        return found
+
+    assert {"epoch_loss", "epoch_kl", "epoch_offset", "epoch_pen"} <= set(tags("train"))
+    assert {"epoch_loss", "epoch_kl"} <= set(tags("validation"))
+    pictures = tags("pictures")
+    assert {tag: steps for tag, steps in pictures.items()} == {
+        "samples": {1, 2}, "reconstructions": {1, 2}, "interpolation": {1, 2}}
+
+
 def test_sample_writes_a_grid_and_svgs(run):
     main(["sample", "--out", str(run), "--n", "3", "--temperature", "0.4"])
     assert len(png_shape(run / "sample" / "grid.png")) == 3

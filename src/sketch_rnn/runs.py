@@ -513,3 +513,39 @@ class Checkpoints(keras.callbacks.Callback):
         with _writing(self.out / BACKUP / "state.json") as temporary:
             temporary.write_text(json.dumps(state))
         self.slot, self.saved = slot, self.step
+
+
+class EpochPictures(keras.callbacks.Callback):
+    """After every epoch, ``draw()`` (which redraws the run's pictures and returns their paths);
+    with ``log_dir``, each picture also goes to TensorBoard as an image named after its file
+    (``samples``, ``reconstructions``...), at the epoch's number, in ``log_dir/pictures``.
+
+    ``written`` holds the paths of the last drawing. TensorBoard's images are written with
+    ``tf.summary.image``, so ``log_dir`` needs TensorFlow importable (any backend).
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> pictures = EpochPictures(lambda: [render.grid([np.array([[1.0, 1.0, 1.0]])], folder / "samples.png")])
+    >>> pictures.on_epoch_end(0)
+    >>> [path.name for path in pictures.written]
+    ['samples.png']
+    """
+
+    def __init__(self, draw: Callable[[], list[Path]], log_dir: str | Path | None = None):
+        super().__init__()
+        self.draw, self.written, self.writer = draw, [], None
+        if log_dir is not None:
+            import tensorflow as tf  # tf.summary writes TensorBoard's event files, on any backend
+
+            self.writer = tf.summary.create_file_writer(str(Path(log_dir) / "pictures"))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.written = self.draw()
+        if self.writer is not None:
+            import tensorflow as tf
+            from matplotlib.image import imread
+
+            with self.writer.as_default():
+                for path in self.written:
+                    tf.summary.image(Path(path).stem, imread(path)[None, ..., :3], step=epoch + 1)
+            self.writer.flush()
