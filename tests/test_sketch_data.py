@@ -1,4 +1,4 @@
-"""Tests for sketch_rnn.data: formats, normalisation, augmentation, batches, .npz files, synthetic set."""
+"""Tests for sketch_rnn.data: formats, normalisation, augmentation, batches, .npz files."""
 
 import io
 import os
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sketch_rnn import data
+from sketch_rnn import data, synthetic
 
 SHEEP = Path(__file__).resolve().parents[2] / "shared" / "data" / "aaron_sheep.npz"
 
@@ -89,7 +89,7 @@ def test_strokes_to_lines_one_line_per_stroke():
 
 
 def test_scale_factor_is_std_of_all_offsets():
-    sketches_ = data.synthetic(5, seed=3).train
+    sketches_ = synthetic.synthetic(5, seed=3).train
     offsets = np.concatenate([s[:, :2].astype(np.float64).ravel() for s in sketches_])
     assert data.scale_factor(sketches_) == pytest.approx(np.std(offsets))
     normalized = data.normalize(sketches_, data.scale_factor(sketches_))
@@ -142,7 +142,7 @@ def test_augment_strokes_matches_reference(strokes, seed, prob):
 
 
 def test_augment_strokes_keeps_stroke_ends_and_is_seeded():
-    strokes = data.synthetic(3, seed=0, classes=["spiral"]).train[0]
+    strokes = synthetic.synthetic(3, seed=0, classes=["spiral"]).train[0]
     augmented = data.augment_strokes(strokes, np.random.default_rng(0), prob=0.5)
     assert augmented.shape[1] == 3 and len(augmented) < len(strokes)
     assert augmented[-1, 2] == 1 and augmented[:, 2].sum() == strokes[:, 2].sum()
@@ -163,7 +163,7 @@ def test_arrays_start_token_and_shift():
 
 
 def test_batches_shapes_epoch_and_seed():
-    sketches_ = data.normalize(data.synthetic(10, seed=1).train, 20.0)
+    sketches_ = data.normalize(synthetic.synthetic(10, seed=1).train, 20.0)
     batches = data.StrokeBatches(sketches_, 16, max_len=40, rng=np.random.default_rng(0), augment=True)
     epoch = list(batches)
     assert len(batches) == len(epoch) == len(sketches_) // 16
@@ -445,39 +445,3 @@ def test_load_npz_damaged_file_loads_valid_sketches_or_names_the_file(tmp_path, 
         for s in getattr(loaded, split):
             assert s.ndim == 2 and s.shape[1] == 3 and len(s) and np.isfinite(s).all()
             assert set(np.unique(s[:, 2])) <= {0, 1}
-
-
-# --- synthetic sketches ------------------------------------------------------------------------
-
-
-def test_synthetic_is_deterministic_and_seeded():
-    first, again, other = data.synthetic(10, seed=5), data.synthetic(10, seed=5), data.synthetic(10, seed=6)
-    for split in data.SPLITS:
-        for a, b in zip(getattr(first, split), getattr(again, split)):
-            np.testing.assert_array_equal(a, b)
-    assert any(a.shape != b.shape or np.any(a != b) for a, b in zip(first.train, other.train))
-
-
-def test_synthetic_sketches_are_valid():
-    synthetic = data.synthetic(20, seed=0)
-    assert len(synthetic.class_names) >= 6
-    assert {"circle", "square", "triangle", "star", "spiral", "house"} <= set(synthetic.class_names)
-    assert (len(synthetic.train), len(synthetic.valid), len(synthetic.test)) == (16 * 6, 2 * 6, 2 * 6)
-    for split in data.SPLITS:
-        sketches_, labels = getattr(synthetic, split), getattr(synthetic, f"{split}_labels")
-        assert len(labels) == len(sketches_) and set(labels) == set(range(6))
-        for s in sketches_:
-            assert s.dtype == np.int16 and s.ndim == 2 and s.shape[1] == 3
-            assert 3 <= len(s) <= 70 and s[-1, 2] == 1 and set(s[:, 2]) <= {0, 1}
-            extent = np.ptp(np.cumsum(s[:, :2], axis=0), axis=0).max()
-            assert 30 <= extent <= 250
-
-
-def test_synthetic_house_has_three_strokes():
-    houses = data.synthetic(5, seed=0, classes=["house"]).train
-    assert all(h[:, 2].sum() == 3 for h in houses)
-
-
-def test_synthetic_rejects_unknown_class():
-    with pytest.raises(ValueError, match="unknown classes \\['cow'\\]; available: circle"):
-        data.synthetic(5, seed=0, classes=["cow"])

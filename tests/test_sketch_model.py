@@ -8,14 +8,14 @@ import pytest
 
 import lossweave
 
-from sketch_rnn import data, presets, sampling
+from sketch_rnn import data, presets, sampling, synthetic
 from sketch_rnn.model import SketchEncoder, build_model, kl_weight
 
 TINY = presets.get("tiny")  # enc 8, dec 16, z 4, M 3, max_seq_len 12, batch 8
 
 
 def sketches(max_len=TINY.max_seq_len):
-    full = data.synthetic(20, seed=0)
+    full = synthetic.synthetic(20, seed=0)
     return [s for s in full.train if len(s) <= max_len]
 
 

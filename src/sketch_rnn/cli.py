@@ -43,7 +43,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from sketch_rnn import data, devices, presets, render, runs, sampling
+from sketch_rnn import data, devices, presets, render, runs, sampling, synthetic
 from sketch_rnn.model import HParams, build_model
 
 #: At most this many validation sketches are evaluated after each epoch.
@@ -67,15 +67,7 @@ def _load(spec, max_len):
     """The sketch set of ``spec``, without sketches of more than ``max_len`` points."""
     if spec["source"] == "npz":
         return data.load_npz(spec["paths"], max_len=max_len)
-    full = data.synthetic(spec["per_class"], seed=spec["seed"])
-    fields, dropped = {}, {}
-    for split in data.SPLITS:
-        sketches, labels = getattr(full, split), getattr(full, f"{split}_labels")
-        keep = np.array([len(s) <= max_len for s in sketches], dtype=bool)
-        fields[split] = [s for s, k in zip(sketches, keep) if k]
-        fields[f"{split}_labels"] = labels[keep]
-        dropped[split] = int((~keep).sum())
-    return dataclasses.replace(full, **fields, dropped=dropped)
+    return synthetic.synthetic(spec["per_class"], seed=spec["seed"], max_len=max_len)
 
 
 def _spread(labels, n):
