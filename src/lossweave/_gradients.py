@@ -119,6 +119,11 @@ def _jax_train_step(model, state, data):
 def _tensorflow_train_step(model, data):
     import tensorflow as tf
 
+    if tf.distribute.get_strategy().num_replicas_in_sync > 1:  # one stash per model, not replica
+        raise NotImplementedError(
+            "diagnostics= and gradient-based balancers (gradnorm, pcgrad) run on one device; "
+            "under a tf.distribute strategy with several replicas, compile without them."
+        )
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     with tf.GradientTape(persistent=True) as tape:
         y_pred = model(x, training=True) if model._call_has_training_arg else model(x)
