@@ -111,7 +111,7 @@ def _draw(browser, points):
     actions.release().perform()
 
 
-def test_a_stroke_drawn_in_the_browser_is_completed_by_the_model(url, browser, tmp_path):
+def test_a_stroke_drawn_in_the_browser_is_completed_by_the_model(browser, url, tmp_path):  # browser first: none, a failure before training
     browser.get(url)
     _state(browser, "ready")
     assert "tiny model (conditional, at most 12 points)" in browser.find_element(By.ID, "model").text
