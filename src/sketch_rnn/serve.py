@@ -94,8 +94,6 @@ def typical_extent(config: dict) -> float:
             sketches = data.load_npz(spec["paths"]).train
     except (OSError, ValueError):
         return QUICKDRAW_EXTENT
-    if not sketches:
-        return QUICKDRAW_EXTENT
     points = [np.cumsum(np.asarray(s[:, :2], dtype=np.float64), axis=0) for s in sketches[:2000]]
     return float(np.median([(p.max(axis=0) - p.min(axis=0)).max() for p in points]))
 
