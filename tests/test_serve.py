@@ -14,6 +14,7 @@ from starlette.testclient import TestClient
 from sketch_rnn import data, presets, runs, sampling, serve
 from sketch_rnn.cli import main
 from sketch_rnn.model import build_model
+from sketch_rnn.synthetic import synthetic
 
 PREFIX = [[0, 0, 0], [20.5, 5, 0], [20, -5, 1], [3, 30, 0], [-10, 2, 1]]
 MAX_BODY = 4096
@@ -25,7 +26,7 @@ def run(tmp_path_factory):
     model (the API needs no good one; tests/test_serve_browser.py serves a trained one), its checked
     config and its model loaded."""
     out = tmp_path_factory.mktemp("run")
-    hps, sketches = presets.get("tiny"), data.synthetic(20, seed=0)
+    hps, sketches = presets.get("tiny"), synthetic(20, seed=0)
     runs.write_config(out, {
         "preset": "tiny", "hparams": dataclasses.asdict(hps), "scale": data.scale_factor(sketches.train),
         "data": {"source": "synthetic", "per_class": 20, "seed": 0}, "classes": list(sketches.class_names),

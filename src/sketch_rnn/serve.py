@@ -52,7 +52,7 @@ from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from sketch_rnn import data, sampling
+from sketch_rnn import data, sampling, synthetic
 
 #: Requests with a larger body are refused (413).
 MAX_BODY = 256 * 1024
@@ -89,7 +89,7 @@ def typical_extent(config: dict) -> float:
     spec = config["data"]
     try:
         if spec["source"] == "synthetic":
-            sketches = data.synthetic(spec["per_class"], seed=spec["seed"]).train
+            sketches = synthetic.synthetic(spec["per_class"], seed=spec["seed"]).train
         else:
             sketches = data.load_npz(spec["paths"]).train
     except (OSError, ValueError):
