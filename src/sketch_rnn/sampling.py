@@ -29,6 +29,8 @@ reference samples ``z`` from ``q(z|x)`` instead.
 (3, True)
 """
 
+import weakref
+
 import keras
 import numpy as np
 from keras import ops
@@ -89,9 +91,26 @@ def _to_sketch(stroke5, scale):
     return strokes
 
 
+#: The step and encoder models built for each trained model, so that each compiles once (a
+#: server answering many requests would otherwise compile them again on every one).
+_BUILT = weakref.WeakKeyDictionary()
+
+
+def _built(model, name, build):
+    """``build(model)``, made once per ``model`` and kept while the model lives."""
+    parts = _BUILT.setdefault(model, {})
+    if name not in parts:
+        parts[name] = build(model)
+    return parts[name]
+
+
 def _step_model(model):
     """One decoder step, ``(inputs, *states) -> (head output, *states)``, from ``model``'s own
     layers (the states of the decoder's cell: ``h, c`` for the LSTMs, and the hyper cell's)."""
+    return _built(model, "step", _build_step_model)
+
+
+def _build_step_model(model):
     cell, head = model.get_layer("decoder").cell, model.get_layer("mdn_head")
     inputs = keras.Input((cell.kernel.shape[0],))
     states = [keras.Input((size,)) for size in cell.state_size]
@@ -223,7 +242,7 @@ def encode(model, sketches, scale=1.0):
     """
     _check_conditional(model, "encode")
     x, _ = data.arrays(data.normalize(sketches, scale), _max_len(model))
-    encoder = keras.Model(model.inputs[0], model.get_layer("z_mean").output)
+    encoder = _built(model, "encoder", lambda m: keras.Model(m.inputs[0], m.get_layer("z_mean").output))
     return np.asarray(encoder.predict_on_batch(x))
 
 
