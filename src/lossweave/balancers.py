@@ -29,7 +29,11 @@ from lossweave.diagnostics import inner, squared_norm
 
 
 class Balancer:
-    """Base class. `weighs`: sets its terms' weights; `uses_gradients`: needs their gradients."""
+    """Base class. `weighs`: sets its terms' weights; `uses_gradients`: needs their gradients.
+
+    >>> dwa(terms=["kl"]).covered(["recon", "kl"])
+    ['kl']
+    """
 
     weighs = True
     uses_gradients = False

@@ -31,13 +31,21 @@ import keras
 from keras import ops
 
 
-def squared_norm(grads) -> "Tensor":
-    """`sum ||g_v||^2` over the variables' gradients `grads` (a list)."""
+def squared_norm(grads):
+    """`sum_v ||g_v||^2` over the variables' parts `grads` (a list) of one gradient.
+
+    >>> float(squared_norm([ops.array([3.0]), ops.array([[4.0]])]))
+    25.0
+    """
     return sum(ops.sum(ops.square(g)) for g in grads)
 
 
-def inner(a, b) -> "Tensor":
-    """`<a, b>` for two gradients given as lists over the same variables."""
+def inner(a, b):
+    """`<a, b>` for two gradients given as lists over the same variables.
+
+    >>> float(inner([ops.array([1.0, 2.0])], [ops.array([3.0, -1.0])]))
+    1.0
+    """
     return sum(ops.sum(x * y) for x, y in zip(a, b))
 
 
@@ -60,11 +68,11 @@ class Gradients:
     def logged_names(self, terms) -> list:
         return [f"{name}_{kind}" for name in terms for kind in ("grad_norm", "grad_cos")]
 
-    def due(self, step) -> "Tensor":
+    def due(self, step):
         """True on a step (counted before it runs) where the gradients are measured."""
         return ops.equal(ops.mod(step, self.every), 0)
 
-    def measure(self, term_grads, grads) -> "Tensor":
+    def measure(self, term_grads, grads):
         """`[norm_0, cos_0, norm_1, cos_1, ...]` from each term's gradient and the total one."""
         total = ops.sqrt(squared_norm(grads))
         measured = []
@@ -73,7 +81,7 @@ class Gradients:
             measured += [norm, ops.divide_no_nan(inner(term, grads), norm * total)]
         return ops.cast(ops.stack(measured), "float32")
 
-    def nothing(self, terms: int) -> "Tensor":
+    def nothing(self, terms: int):
         """What a step without a measurement hands on: zeros, ignored by the log."""
         return ops.zeros((2 * terms,), "float32")
 
@@ -92,7 +100,15 @@ gradients = Gradients
 
 
 class GradientLog(keras.metrics.Metric):
-    """The epoch mean of the measured steps' values; the last measured ones when none was."""
+    """The epoch mean of the measured steps' values; the last measured ones when none was.
+
+    >>> log = GradientLog(["mse_grad_norm"])
+    >>> log.update_state(ops.array([2.0]), True)
+    >>> log.reset_state()  # a new epoch, nothing measured yet: the last value
+    >>> log.update_state(ops.array([5.0]), False)
+    >>> float(log.result()["mse_grad_norm"])
+    2.0
+    """
 
     def __init__(self, names):
         super().__init__(name="lw_gradients")
