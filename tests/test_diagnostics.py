@@ -122,6 +122,20 @@ def test_an_epoch_without_a_measured_step_shows_the_last_one():
         np.testing.assert_allclose(history[name], [value, value], rtol=1e-4, err_msg=name)
 
 
+def test_diagnostics_are_logged_in_training_not_in_evaluation():
+    model, _ = tapped_model()
+    x, y = data(n=16)
+    model.compile(optimizer="sgd", loss=objective(), diagnostics=lw.diagnostics.gradients(every=1))
+    history = model.fit(x, y, batch_size=4, epochs=2, verbose=0, validation_data=(x, y)).history
+    grads = {"mse_grad_norm", "mse_grad_cos", "activity_grad_norm", "activity_grad_cos"}
+    assert grads <= set(history)
+    assert {"val_loss", "val_mse", "val_activity"} <= set(history)
+    assert not [key for key in history if key.startswith("val_") and "_grad_" in key]
+    evaluation = model.evaluate(x, y, batch_size=4, verbose=0, return_dict=True)
+    assert set(evaluation) == {"loss", "mse", "activity"}
+    assert grads <= set(model.fit(x, y, batch_size=4, epochs=1, verbose=0).history)
+
+
 def test_training_with_diagnostics_equals_training_without():
     x, y = data(n=16)
     results = []

@@ -7,11 +7,12 @@ import pytest
 from PIL import Image
 
 from sketch_rnn import data, render
+from sketch_rnn.synthetic import synthetic
 
 SVG = "{http://www.w3.org/2000/svg}"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-HOUSE = data.synthetic(3, seed=0, classes=["house"]).train[0]  # three strokes
-SKETCHES = data.synthetic(3, seed=0).test
+HOUSE = synthetic(3, seed=0, classes=["house"]).train[0]  # three strokes
+SKETCHES = synthetic(3, seed=0).test
 
 
 def test_svg_parses_with_one_polyline_per_stroke(tmp_path):

@@ -182,6 +182,22 @@ def test_interpolate_writes_a_strip(run):
     assert len(list((run / "interpolate").glob("*.svg"))) == 6  # the two sketches and 4 between
 
 
+def test_diagnostics_log_gradient_norms_and_cosines_and_draw_a_third_panel(run, tmp_path):
+    out = tmp_path / "run"
+    main(TRAIN + ["--diagnostics", "1", "--out", str(out)])
+    rows = history(out)
+    grads = {f"{term}_grad_{what}" for term in ("offset", "pen", "kl") for what in ("norm", "cos")}
+    assert grads <= set(rows[0])
+    assert not [name for name in rows[0] if name.startswith("val_") and "_grad_" in name]
+    for row in rows:
+        assert all(np.isfinite(row[name]) for name in grads)
+        assert row["offset_grad_norm"] > 0 and row["pen_grad_norm"] > 0
+        assert all(-1.0 <= row[f"{term}_grad_cos"] <= 1.0 for term in ("offset", "pen", "kl"))
+    assert json.loads((out / "config.json").read_text())["diagnostics"] == 1
+    height, width, _ = png_shape(out / "losses.png")
+    assert width == 1.5 * png_shape(run / "losses.png")[1]  # three panels where there are two
+
+
 def test_unconditional_run_trains_and_samples_but_has_no_encoder(tmp_path, capsys):
     out = tmp_path / "run"
     main(TRAIN + ["--unconditional", "--out", str(out)])

@@ -47,7 +47,3 @@ def test_max_len_leaves_out_and_counts_the_longer_sketches():
         assert short.dropped[split] == len(getattr(full, split)) - len(kept) > 0
         labels = getattr(full, f"{split}_labels")[[len(s) <= 20 for s in getattr(full, split)]]
         np.testing.assert_array_equal(getattr(short, f"{split}_labels"), labels)
-
-
-def test_data_synthetic_is_the_same_function():
-    assert data.synthetic is synthetic.synthetic

@@ -75,6 +75,7 @@ class _Compiled:
         self.gradient_log = None
         self.stash = None  # what compute_loss leaves for the per-term gradients
         self.pending = None  # what the diagnostics measured, for compute_metrics to log
+        self.evaluating = False  # inside evaluate (fit's validation too): no gradient log
 
     @property
     def per_term_gradients(self) -> bool:
@@ -312,7 +313,8 @@ class Model(keras.Model):
         if lw is None or not self.compiled:
             return metrics
         head = [lw.trackers] if lw.trackers is not None else []
-        head += [lw.gradient_log] if lw.gradient_log is not None else []
+        if lw.gradient_log is not None and not lw.evaluating:  # measured in training only
+            head.append(lw.gradient_log)
         tail = [lw.metric_group] if lw.metric_group is not None else []
         return metrics[:1] + head + metrics[1:] + tail
 
@@ -360,6 +362,14 @@ class Model(keras.Model):
             for metric in self._lw.metrics:
                 metric.update_from_tensors(tensors)
         return super().compute_metrics(x, y, outputs, sample_weight=sample_weight)
+
+    def evaluate(self, *args, **kwargs):
+        """As `keras.Model.evaluate`; gradient diagnostics, measured in training, are not logged."""
+        evaluating, self._lw.evaluating = self._lw.evaluating, True
+        try:
+            return super().evaluate(*args, **kwargs)
+        finally:
+            self._lw.evaluating = evaluating
 
     def fit(self, *args, callbacks=None, **kwargs):
         guards = []

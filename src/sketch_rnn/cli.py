@@ -166,7 +166,10 @@ def _resume(args, out):
     hps = HParams(**config["hparams"])
     sketches = _load(config["data"], hps.max_seq_len)
     keras.utils.set_random_seed(config["seed"])
-    model, point, rows = runs.restore(out, lambda: build_model(hps))
+    if args.diagnostics is not None:
+        config["diagnostics"] = args.diagnostics
+        runs.write_config(out, config)
+    model, point, rows = runs.restore(out, lambda: build_model(hps, diagnostics=config.get("diagnostics")))
     if args.steps is not None:
         if point.step < config["target"]:
             raise ValueError(f"{out} holds a run stopped at step {point.step} of {config['target']}: finish it "
@@ -200,11 +203,12 @@ def _setup(args):
         "step": 0,
         "target": steps,
         "epoch_steps": min(hps.steps_per_epoch, steps),
+        "diagnostics": args.diagnostics,
     }
     keras.utils.set_random_seed(seed)
     out.mkdir(parents=True, exist_ok=True)
     runs.write_config(out, config)
-    return config, build_model(hps), runs.RestorePoint(0, 0, {}), [], sketches
+    return config, build_model(hps, diagnostics=args.diagnostics), runs.RestorePoint(0, 0, {}), [], sketches
 
 
 def train(args):
@@ -387,6 +391,9 @@ def _parser():
     fit.add_argument("--seed", type=int, help="random seed of a new run (default: 0)")
     fit.add_argument("--tensorboard", action="store_true",
                      help="write TensorBoard logs (losses, weights, the pictures of every epoch) into OUT/logs")
+    fit.add_argument("--diagnostics", type=_positive(int), metavar="N",
+                     help="every N steps, log each term's gradient norm and its cosine with the update "
+                          "(history.csv, losses.png's third panel); a resumed run keeps it")
     fit.add_argument("--distribute", action="store_true",
                      help="data parallel on every local device (JAX: keras.distribution.DataParallel; "
                           "TensorFlow: tf.distribute.MirroredStrategy); the batch is split across them")

@@ -571,13 +571,3 @@ def load_npz(paths, max_len=None):
     if not paths:
         raise ValueError("load_npz needs at least one path")
     return sketch_set([_read_npz(path) for path in paths], [p.stem for p in paths], max_len)
-
-
-def __getattr__(name):
-    """``data.synthetic``: the built-in set's loader, which lives in ``sketch_rnn.synthetic``
-    (imported on first use: it builds on this module)."""
-    if name == "synthetic":
-        from sketch_rnn import synthetic
-
-        return synthetic.synthetic
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

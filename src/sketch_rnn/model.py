@@ -253,8 +253,11 @@ def split_states(state, sizes):
     return list(ops.split(state, edges, axis=-1))
 
 
-def build_model(hps, compile=True):
+def build_model(hps, compile=True, diagnostics=None):
     """The sketch-rnn ``lw.Model`` for ``hps``, compiled with ``objective`` and ``optimizer`` unless told not to.
+
+    With ``diagnostics=N``, every N training steps logs each term's gradient norm and cosine with
+    the update (``lw.diagnostics.gradients``): ``offset_grad_norm``, ``offset_grad_cos``, ...
 
     Layers are named for ``sketch_rnn.sampling``: ``encoder``, ``z_mean``, ``z_log_var``, ``z``,
     ``init_state``, ``decoder`` and ``mdn_head``.
@@ -308,5 +311,6 @@ def build_model(hps, compile=True):
     head = keras.layers.Dense(6 * hps.num_mixture + 3, name="mdn_head", dtype="float32")(decoded)
     model = lw.Model(strokes, head, taps=taps, name="sketch_rnn")
     if compile:
-        model.compile(optimizer=optimizer(hps), loss=objective(hps))
+        gradients = None if diagnostics is None else lw.diagnostics.gradients(every=diagnostics)
+        model.compile(optimizer=optimizer(hps), loss=objective(hps), diagnostics=gradients)
     return model

@@ -221,7 +221,9 @@ def write_history(rows: list[dict], path: str | Path) -> None:
 def plot_history(rows: list[dict], path: str | Path) -> None:
     """The loss (the weighted sum of the terms, in black) and every term unweighted (train solid,
     validation dashed), and the KL weight and learning rate, against the step, as a PNG file; a
-    point an epoch, marked, so that a run of one epoch shows too.
+    point an epoch, marked, so that a run of one epoch shows too. Rows with gradient diagnostics
+    (``train --diagnostics``) add a third panel: each term's gradient norm, and its cosine with
+    the update on the right-hand axis.
 
     >>> import tempfile
     >>> path = Path(tempfile.mkdtemp()) / "losses.png"
@@ -231,8 +233,9 @@ def plot_history(rows: list[dict], path: str | Path) -> None:
     """
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(10, 4), dpi=100)
-    terms, weights = figure.subplots(1, 2)
+    diagnosed = [name for name in ("offset", "pen", "kl") if f"{name}_grad_norm" in rows[0]]
+    figure = Figure(figsize=(15 if diagnosed else 10, 4), dpi=100)
+    terms, weights, *gradients = figure.subplots(1, 3 if diagnosed else 2)
     steps = [row["step"] for row in rows]
     for name in ("loss", "offset", "pen", "kl"):
         if name in rows[0]:
@@ -248,6 +251,18 @@ def plot_history(rows: list[dict], path: str | Path) -> None:
             weights.plot(steps, [row[name] for row in rows], ".-", label=name)
     weights.set(xlabel="step", yscale="log", title="schedules")
     weights.legend(fontsize=8)
+    if diagnosed:
+        norms = gradients[0]
+        cosines = norms.twinx()
+        for name in diagnosed:
+            (line,) = norms.plot(steps, [row[f"{name}_grad_norm"] for row in rows], ".-",
+                                 label=f"{name} gradient norm")
+            cosines.plot(steps, [row[f"{name}_grad_cos"] for row in rows], "x:", color=line.get_color(),
+                         label=f"{name} cosine with the update")
+        norms.set(xlabel="step", ylabel="norm of weight x term gradient", title="gradients of the terms")
+        cosines.set(ylabel="cosine with the update", ylim=(-1.05, 1.05))
+        norms.legend(fontsize=8, loc="upper left")
+        cosines.legend(fontsize=8, loc="upper right")
     figure.tight_layout()
     with _writing(path) as temporary:
         figure.savefig(temporary, format="png")
