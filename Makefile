@@ -2,7 +2,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BACKENDS ?= tensorflow jax torch
-PYTEST_ARGS ?=
+# Two workers, a test file each at a time (a file's module fixtures are built once).
+PYTEST_ARGS ?= -n 2 --dist loadfile
 
 .PHONY: install test demo bench clean
 
