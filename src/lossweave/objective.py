@@ -263,7 +263,7 @@ class Objective:
     ValueError: Objective term name 'mse' collides with a name Keras already logs (mse). Rename the term.
     """
 
-    def __init__(self, terms: dict, balance=None):
+    def __init__(self, terms: dict, balance: Balancer | None = None):
         if not isinstance(terms, dict) or not terms:
             raise ValueError(
                 "Objective takes a non-empty dict {name: term}, e.g. "
