@@ -43,7 +43,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from sketch_rnn import data, devices, presets, render, runs, sampling, synthetic
+from sketch_rnn import data, devices, presets, render, runs, sampling
 from sketch_rnn.model import HParams, build_model
 
 #: At most this many validation sketches are evaluated after each epoch.
@@ -61,13 +61,6 @@ def _data_spec(paths, per_class, seed):
     if paths == ["synthetic"]:
         return {"source": "synthetic", "per_class": per_class, "seed": seed}
     return {"source": "npz", "paths": [str(Path(p).resolve()) for p in paths]}
-
-
-def _load(spec, max_len):
-    """The sketch set of ``spec``, without sketches of more than ``max_len`` points."""
-    if spec["source"] == "npz":
-        return data.load_npz(spec["paths"], max_len=max_len)
-    return synthetic.synthetic(spec["per_class"], seed=spec["seed"], max_len=max_len)
 
 
 def _spread(labels, n):
@@ -164,7 +157,7 @@ def _resume(args, out):
     config = runs.read_config(out)
     _check_same_run(args, config, out)
     hps = HParams(**config["hparams"])
-    sketches = _load(config["data"], hps.max_seq_len)
+    sketches = runs.load_data(config["data"], hps.max_seq_len)
     keras.utils.set_random_seed(config["seed"])
     if args.diagnostics is not None:
         config["diagnostics"] = args.diagnostics
@@ -189,7 +182,7 @@ def _setup(args):
     preset, seed = args.preset or "paper", args.seed or 0
     hps = dataclasses.replace(presets.get(preset), **{"conditional": not args.unconditional, **dict(args.set)})
     spec = _data_spec(args.data, args.per_class, seed)
-    sketches = _load(spec, hps.max_seq_len)
+    sketches = runs.load_data(spec, hps.max_seq_len)
     if not sketches.train or not sketches.valid:
         raise ValueError(f"no train or no validation sketches of at most max_seq_len={hps.max_seq_len} points")
     steps = hps.num_steps if args.steps is None else args.steps
@@ -294,7 +287,7 @@ def sample(args):
 
 
 def _split(args, config):
-    sketches = _load(config["data"], config["hparams"]["max_seq_len"])
+    sketches = runs.load_data(config["data"], config["hparams"]["max_seq_len"])
     return getattr(sketches, args.split), getattr(sketches, f"{args.split}_labels")
 
 

@@ -40,7 +40,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from sketch_rnn import render
+from sketch_rnn import data, render, synthetic
 from sketch_rnn.model import HParams
 
 BACKUP = "backup"
@@ -159,6 +159,18 @@ def write_config(out: str | Path, config: dict) -> None:
     """
     with _writing(Path(out) / "config.json") as temporary:
         temporary.write_text(json.dumps(config, indent=2))
+
+
+def load_data(spec: dict, max_len: int | None = None) -> data.SketchSet:
+    """The sketch set of a run's data spec (``config.json``'s ``data``): its ``.npz`` files or the
+    synthetic set, without sketches of more than ``max_len`` points if given.
+
+    >>> load_data({"source": "synthetic", "per_class": 10, "seed": 0}, max_len=30).dropped["train"] > 0
+    True
+    """
+    if spec["source"] == "npz":
+        return data.load_npz(spec["paths"], max_len=max_len)
+    return synthetic.synthetic(spec["per_class"], seed=spec["seed"], max_len=max_len)
 
 
 # --- history.csv and losses.png ------------------------------------------------------------------

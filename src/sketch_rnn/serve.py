@@ -52,7 +52,7 @@ from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from sketch_rnn import data, sampling, synthetic
+from sketch_rnn import runs, sampling
 
 #: Requests with a larger body are refused (413).
 MAX_BODY = 256 * 1024
@@ -86,12 +86,8 @@ def typical_extent(config: dict) -> float:
     >>> 50 < typical_extent({"data": {"source": "synthetic", "per_class": 3, "seed": 0}}) < 150
     True
     """
-    spec = config["data"]
     try:
-        if spec["source"] == "synthetic":
-            sketches = synthetic.synthetic(spec["per_class"], seed=spec["seed"]).train
-        else:
-            sketches = data.load_npz(spec["paths"]).train
+        sketches = runs.load_data(config["data"]).train
     except (OSError, ValueError):
         return QUICKDRAW_EXTENT
     points = [np.cumsum(np.asarray(s[:, :2], dtype=np.float64), axis=0) for s in sketches[:2000]]
