@@ -3,7 +3,7 @@
 All runs use one batch of 100 training sketches of `aaron_sheep.npz` (read from
 ../shared/data beside the repository, normalised as for training), padded to the full 250 steps, and time single
 `train_on_batch` calls (which return the logs as numbers: the step has finished) after warm-up
-steps, never whole `fit` calls. Three modes:
+steps, never whole `fit` calls (but in `infit` and `fit`). The modes:
 
 - `steps`: seconds per training step of `sketch_rnn.model.build_model(preset)` (the paper's
   sizes, `--size paper`, or the issue's small ones, `--size small`). `--xla` compiles with
@@ -17,6 +17,11 @@ steps, never whole `fit` calls. Three modes:
 - `ratio`: training steps per second of the lossweave model against the same network with a
   hand-written `compute_loss` (a `keras.Model` subclass doing the same math with the same
   per-term `Mean` trackers), timed alternately in the same process. Target: >= 0.97.
+- `infit`: seconds per training step inside `fit` (from `on_train_batch_begin` to
+  `on_train_batch_end`, fed as `sketch-rnn train` feeds it: augmented batches from a generator)
+  against `train_on_batch` on the same kind of batches, in blocks of `--repeats` steps alternated
+  `--rounds` times in one process, with a second `train_on_batch` block as the A/A pair; the
+  median over the rounds of each block's ratio to the first `train_on_batch` block of its round.
 - `fit`: the timeline of a short `model.fit` as `sketch-rnn train` runs it (the last training
   batch, the validation pass, the end of training), to see where the time after the last step
   goes.
@@ -30,6 +35,7 @@ steadier measure; see RESULTS.md). Run, for example:
 
 import argparse
 import dataclasses
+import itertools
 import os
 import statistics
 import sys
@@ -248,13 +254,55 @@ def fit(args, hps, x, y):
     timeline._mark("generator released")
 
 
+class StepTimes(keras.callbacks.Callback):
+    """Seconds of each training step of `fit`, from its batch's begin to its end."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.begun = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seconds.append(time.perf_counter() - self.begun)
+
+
+def infit(args, hps, x, y):
+    model = lossweave_model(hps)
+    sketches = data.load_npz(DATA, max_len=hps.max_seq_len)
+    batches = data.StrokeBatches(data.normalize(sketches.train, data.scale_factor(sketches.train)), BATCH,
+                                 hps.max_seq_len, np.random.default_rng(0), augment=True)
+    stream = batches.from_step(0, seed=0)
+    for _ in range(args.warmup):
+        model.train_on_batch(*next(stream))
+    times = {"fit": [], "train_on_batch A": [], "train_on_batch A'": []}
+    for _ in range(args.rounds):  # a block of each in turn: a change of load hits the three alike
+        for name, seconds in times.items():
+            block = list(itertools.islice(stream, args.repeats + 1))
+            if name == "fit":  # the CLI's call; its first step (a new iterator) left out
+                steps = StepTimes()
+                model.fit((b for b in block), steps_per_epoch=len(block), epochs=1, shuffle=False,
+                          callbacks=[steps], verbose=0)
+                seconds.append(statistics.median(steps.seconds[1:]))
+            else:
+                seconds.append(statistics.median(timed_step(model, *b)[0] for b in block[1:]))
+    base = times["train_on_batch A"]
+    for name, seconds in times.items():
+        paired = statistics.median(s / b for s, b in zip(seconds, base))
+        print(f"{keras.backend.backend():10s} {args.size:5s} {name:18s} s/step: median {statistics.median(seconds):6.3f}  "
+              f"paired ratio to train_on_batch A {paired:5.3f}   ({args.rounds} blocks of {args.repeats})  {load()}",
+              flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["steps", "compare", "ratio", "fit"])
+    parser.add_argument("mode", choices=["steps", "compare", "ratio", "infit", "fit"])
     parser.add_argument("--size", choices=["paper", "small"], default="small")
     parser.add_argument("--xla", action="store_true", help="jit_compile=True (for TensorFlow)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="infit mode: alternations")
     parser.add_argument("--validation-batches", type=int, default=5, help="fit mode (the CLI's cap: 5)")
     parser.add_argument("--endless", action="store_true", help="fit mode: an endless batch generator")
     parser.add_argument("--recurrent-dropout", type=float, default=None, help="override the preset's")
@@ -268,7 +316,7 @@ def main():
     if args.recurrent_dropout is not None:
         hps = dataclasses.replace(hps, recurrent_dropout=args.recurrent_dropout)
     x, y = batch(hps)
-    {"steps": steps, "compare": compare, "ratio": ratio, "fit": fit}[args.mode](args, hps, x, y)
+    {"steps": steps, "compare": compare, "ratio": ratio, "infit": infit, "fit": fit}[args.mode](args, hps, x, y)
 
 
 if __name__ == "__main__":

@@ -89,7 +89,53 @@ def test_a_run_resumed_mid_epoch_writes_the_history_of_a_run_never_stopped(tmp_p
 
 def test_pace_prints_the_seconds_a_step_and_the_time_left_after_each_epoch(capsys):
     fit(tiny_model(), [runs.Pace(target=8)], steps=4)
-    assert re.fullmatch(r"step 4 of 8: [0-9.e-]+ s a step, about [0-9.]+ (s|min) to go\n", capsys.readouterr().out)
+    number = r"[0-9.e-]+ (s|min)"
+    assert re.fullmatch(
+        rf"step 4 of 8: {number} a step; the epoch took {number}: {number} in steps, {number} between them, "
+        rf"{number} validating, {number} at its start and end; about {number} to go\n",
+        capsys.readouterr().out,
+    )
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+class Spends(keras.callbacks.Callback):
+    """Moves ``clock`` on in fit's hooks: 0.5 s before each step, 2 s in its end, 3 s a validation
+    batch, 100 s at the epoch's end (before Pace's hooks, as Checkpoints and EpochPictures are)."""
+
+    def __init__(self, clock):
+        super().__init__()
+        self.clock = clock
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.clock.now += 0.5
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.clock.now += 2
+
+    def on_test_batch_end(self, batch, logs=None):
+        self.clock.now += 3
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.clock.now += 100
+
+
+def test_pace_splits_the_epoch_into_steps_the_time_between_them_validation_and_its_end(capsys):
+    clock = Clock()
+    batches = ((X[:2], Y[:2]) for _ in range(4))
+    tiny_model().fit(batches, steps_per_epoch=4, epochs=1, validation_data=(X, Y), validation_batch_size=4,
+                     callbacks=[Spends(clock), runs.Pace(target=10, clock=clock)], shuffle=False, verbose=0)
+    # 4 steps of 2 s, 3 gaps of 0.5 s (the first 0.5 s is the epoch's start), 2 validation batches,
+    # 116 s in all (two significant digits); 6 steps to go at (116 - 2) / 3 s a step.
+    assert capsys.readouterr().out == (
+        "step 4 of 10: 2 s a step; the epoch took 120 s: 8 s in steps, 1.5 s between them, 6 s validating, "
+        "100 s at its start and end; about 3.8 min to go\n"
+    )
 
 
 def test_backups_alternate_between_two_weight_files(tmp_path):

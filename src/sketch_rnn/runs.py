@@ -33,6 +33,7 @@ import json
 import math
 import os
 import signal
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -413,31 +414,59 @@ def duration(seconds: float) -> str:
 
 
 class Pace(keras.callbacks.Callback):
-    """After every epoch, one line: the step, the seconds a step measured in that epoch (its
-    validation included, the first step, which compiles, left out) and the time left to ``target``.
+    """After every epoch, one line: the step; the seconds a training step took (the median of the
+    epoch's steps, each from its batch's begin to its end, the callbacks of that end included);
+    where the epoch's time went; and the time left to ``target`` at the epoch's pace (its first
+    step, which compiles, left out).
 
-    >>> Pace(target=10).target
-    10
+    The epoch's time is split into its steps, the time between them (fetching a batch where
+    ``fit`` does that between steps, as on JAX and torch), validation, and the rest (the epoch's
+    start, and its end: saving, pictures, any callback before this one). ``clock`` is for tests.
+
+    >>> ticks = iter([0, 1, 3, 3.5, 5, 5, 6, 9])  # the clock's readings, hook by hook
+    >>> pace = Pace(target=10, clock=lambda: next(ticks))
+    >>> pace.on_epoch_begin(0); pace.on_train_batch_begin(0); pace.on_train_batch_end(0)
+    >>> pace.on_train_batch_begin(1); pace.on_train_batch_end(1)
+    >>> pace.on_test_begin(); pace.on_test_end()
+    >>> pace.line(step=2)
+    'step 2 of 10: 1.5 s a step; the epoch took 9 s: 3.5 s in steps, 0.5 s between them, 1 s validating, 4 s at its start and end; about 56 s to go'
     """
 
-    def __init__(self, target: int):
+    def __init__(self, target: int, clock: Callable[[], float] = time.monotonic):
         super().__init__()
-        self.target = target
+        self.target, self.clock = target, clock
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.started, self.steps = None, 0
+        self.begun, self.steps, self.between, self.validating, self.ended = self.clock(), [], 0.0, 0.0, None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.batch_begun = self.clock()
+        if self.ended is not None:
+            self.between += self.batch_begun - self.ended
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.started is None:
-            self.started = time.monotonic()
-        else:
-            self.steps += 1
+        self.ended = self.clock()
+        self.steps.append(self.ended - self.batch_begun)
+
+    def on_test_begin(self, logs=None):
+        self.test_begun = self.clock()
+
+    def on_test_end(self, logs=None):
+        self.validating += self.clock() - self.test_begun
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.steps:
-            step, rate = _step_of(self.model), (time.monotonic() - self.started) / self.steps
-            print(f"step {step} of {self.target}: {rate:.3g} s a step, about "
-                  f"{duration(rate * (self.target - step))} to go", flush=True)
+        if len(self.steps) > 1:
+            print(self.line(_step_of(self.model)), flush=True)
+
+    def line(self, step: int) -> str:
+        """The line for an epoch that ended now at ``step`` (two steps or more)."""
+        took = self.clock() - self.begun
+        rate = (took - self.steps[0]) / (len(self.steps) - 1)
+        parts = {"in steps": sum(self.steps), "between them": self.between, "validating": self.validating}
+        parts["at its start and end"] = took - sum(parts.values())
+        split = ", ".join(f"{duration(seconds)} {what}" for what, seconds in parts.items())
+        return (f"step {step} of {self.target}: {duration(statistics.median(self.steps[1:]))} a step; the epoch "
+                f"took {duration(took)}: {split}; about {duration(rate * (self.target - step))} to go")
 
 
 class Checkpoints(keras.callbacks.Callback):
