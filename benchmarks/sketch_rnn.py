@@ -268,12 +268,23 @@ class StepTimes(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self.begun)
 
 
-def infit(args, hps, x, y):
-    model = lossweave_model(hps)
+def training_stream(hps):
+    """Endless `(x, y)` batches of `aaron_sheep`'s training sketches as `sketch-rnn train` makes
+    them: normalised, shuffled, augmented, padded to the preset's length."""
     sketches = data.load_npz(DATA, max_len=hps.max_seq_len)
     batches = data.StrokeBatches(data.normalize(sketches.train, data.scale_factor(sketches.train)), BATCH,
                                  hps.max_seq_len, np.random.default_rng(0), augment=True)
-    stream = batches.from_step(0, seed=0)
+    return batches.from_step(0, seed=0)
+
+
+def paired_ratio(seconds, base):
+    """The median over the rounds of each round's `seconds` over its `base`."""
+    return statistics.median(s / b for s, b in zip(seconds, base))
+
+
+def infit(args, hps, x, y):
+    model = lossweave_model(hps)
+    stream = training_stream(hps)
     for _ in range(args.warmup):
         model.train_on_batch(*next(stream))
     times = {"fit": [], "train_on_batch A": [], "train_on_batch A'": []}
@@ -287,9 +298,8 @@ def infit(args, hps, x, y):
                 seconds.append(statistics.median(steps.seconds[1:]))
             else:
                 seconds.append(statistics.median(timed_step(model, *b)[0] for b in block[1:]))
-    base = times["train_on_batch A"]
     for name, seconds in times.items():
-        paired = statistics.median(s / b for s, b in zip(seconds, base))
+        paired = paired_ratio(seconds, times["train_on_batch A"])
         print(f"{keras.backend.backend():10s} {args.size:5s} {name:18s} s/step: median {statistics.median(seconds):6.3f}  "
               f"paired ratio to train_on_batch A {paired:5.3f}   ({args.rounds} blocks of {args.repeats})  {load()}",
               flush=True)

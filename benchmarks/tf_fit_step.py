@@ -33,10 +33,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from sketch_rnn import data, presets  # noqa: E402
+from sketch_rnn import presets  # noqa: E402
 
 # benchmarks/sketch_rnn.py (its model, data and timers), by path: its name is the package's.
 _spec = importlib.util.spec_from_file_location("sketch_rnn_bench", os.path.join(os.path.dirname(__file__), "sketch_rnn.py"))
@@ -52,10 +51,7 @@ def main():
         sys.exit("run with KERAS_BACKEND=tensorflow: this probes TensorFlow's fit")
     hps = presets.get("small")
     model = bench.lossweave_model(hps)
-    sketches = data.load_npz(bench.DATA, max_len=hps.max_seq_len)
-    batches = data.StrokeBatches(data.normalize(sketches.train, data.scale_factor(sketches.train)), bench.BATCH,
-                                 hps.max_seq_len, np.random.default_rng(0), augment=True)
-    stream = batches.from_step(0, seed=0)
+    stream = bench.training_stream(hps)
     for _ in range(2):
         model.train_on_batch(*next(stream))
     function = model.train_function
@@ -94,9 +90,8 @@ def main():
     for _ in range(args.rounds):
         for name, run in variants.items():
             times[name].append(statistics.median(run(list(itertools.islice(stream, 3)))))
-    first = times["train_on_batch"]
     for name, seconds in times.items():
-        paired = statistics.median(s / f for s, f in zip(seconds, first))
+        paired = bench.paired_ratio(seconds, times["train_on_batch"])
         print(f"{name:30s} s/step: median {statistics.median(seconds):6.3f}  paired ratio to train_on_batch "
               f"{paired:5.3f}  ({args.rounds} rounds)  {bench.load()}", flush=True)
 
